@@ -1,0 +1,71 @@
+"""Per-sample random streams that do not depend on batching.
+
+Stochastic fills (noise, ROAD's imputation noise) must give a sample the same random
+numbers whether it is run alone or inside a batch, in any order. So the stream of each
+sample is keyed by the strategy's seed and by the sample's *mask* (never by its batch
+index, and never by pixel values, which could leak removed content).
+"""
+
+from __future__ import annotations
+
+import torch
+
+_HASH_MODULUS = (1 << 61) - 1  # a Mersenne prime: the key fits an int64 seed
+
+
+def _position_weights(numel: int, device: torch.device) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0x6D61736B)  # "mask"
+    weights = torch.randint(1, 1 << 30, (numel,), generator=generator, dtype=torch.int64)
+    return weights.to(device)
+
+
+def mask_keys(keep: torch.Tensor) -> list[int]:
+    """One integer per sample that identifies its mask (equal masks, equal keys).
+
+    ``keep`` is a (B, 1, H, W) bool tensor. The key is a random-weighted sum of the kept
+    positions, so two different masks collide only by chance (about 2**-30).
+    """
+    flat = keep.reshape(keep.shape[0], -1).to(torch.int64)
+    weights = _position_weights(flat.shape[1], flat.device)
+    sums = (flat * weights).sum(dim=1)
+    return [int(v) % _HASH_MODULUS for v in sums.tolist()]
+
+
+def sample_generators(keep: torch.Tensor, seed: int) -> list[torch.Generator]:
+    """A generator per sample, on the mask's device, seeded by ``seed`` and its mask."""
+    generators = []
+    for key in mask_keys(keep):
+        generator = torch.Generator(device=keep.device)
+        generator.manual_seed((int(seed) * 1_000_003 + key) % _HASH_MODULUS)
+        generators.append(generator)
+    return generators
+
+
+def per_sample_randn(
+    shape: tuple[int, ...],
+    keep: torch.Tensor,
+    seed: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Standard normal noise of ``(B, *shape)``; sample b's draw depends on its mask only."""
+    draws = [
+        torch.randn(shape, generator=g, device=keep.device, dtype=torch.float32)
+        for g in sample_generators(keep, seed)
+    ]
+    return torch.stack(draws).to(dtype)
+
+
+def per_sample_rand(
+    shape: tuple[int, ...],
+    keep: torch.Tensor,
+    seed: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Uniform [0, 1) noise of ``(B, *shape)``; sample b's draw depends on its mask only."""
+    draws = [
+        torch.rand(shape, generator=g, device=keep.device, dtype=torch.float32)
+        for g in sample_generators(keep, seed)
+    ]
+    return torch.stack(draws).to(dtype)
