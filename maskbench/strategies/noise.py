@@ -1,0 +1,40 @@
+"""``noise``: removed pixels become seeded uniform random colours."""
+
+from __future__ import annotations
+
+import torch
+
+from maskbench.seeding import per_sample_rand
+from maskbench.strategies.base import InputSpaceStrategy
+from maskbench.strategies.claims import Claim
+from maskbench.strategies.registry import register_strategy
+
+
+@register_strategy("noise")
+class Noise(InputSpaceStrategy):
+    """Removed pixels become uniform noise in [0, 1), independently per pixel and channel.
+
+    The noise of a sample is drawn from a generator keyed by ``seed`` and the sample's
+    mask, so it is the same alone or in any batch, and never depends on pixel values.
+    """
+
+    claims = frozenset(
+        {
+            Claim.IDENTITY,
+            Claim.CONTENT_INDEPENDENCE,
+            Claim.BATCH_CONSISTENCY,
+            Claim.DETERMINISM,
+            Claim.FINITE,
+        }
+    )
+
+    def __init__(self, seed: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seed = int(seed)
+
+    def compute_fill(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Kept pixels unchanged, removed pixels replaced by seeded uniform noise."""
+        if bool(keep.all()):
+            return images
+        noise = per_sample_rand(tuple(images.shape[1:]), keep, self.seed, dtype=images.dtype)
+        return torch.where(keep, images, noise)
