@@ -176,7 +176,8 @@ def _module_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _resolve_device(device: torch.device | str | None) -> torch.device:
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """``None`` -> CPU, ``"auto"`` -> CUDA when available else CPU, else ``torch.device``."""
     if device is None:
         return torch.device("cpu")
     if str(device) == "auto":
@@ -346,7 +347,7 @@ def load_model(
         **timm_kwargs: passed to ``timm.create_model`` (e.g. ``output_stride=16``).
     """
     started = time.monotonic()
-    target = _resolve_device(device)
+    target = resolve_device(device)
     shipped = shipped_models().get(name)
     mode = str(weights)
     is_mode = isinstance(weights, str) and weights in WEIGHT_MODES

@@ -45,7 +45,7 @@ def test_import_path_to_class_instance_and_factory():
     with pytest.raises(mb.UnknownStrategyError, match="expected a Strategy"):
         mb.get_strategy("maskbench.models:IMAGENET_MEAN")
     with pytest.raises(mb.UnknownStrategyError, match="not a maskbench Strategy"):
-        mb.get_strategy("maskbench.models:_resolve_device", device="cpu")
+        mb.get_strategy("maskbench.models:resolve_device", device="cpu")
 
 
 def test_register_strategy_decorator_and_duplicates():

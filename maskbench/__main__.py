@@ -1,0 +1,7 @@
+"""``python -m maskbench`` is the ``maskbench`` command."""
+
+import sys
+
+from maskbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,69 @@
+"""``maskbench bench``: time every strategy beside the plain forward, write JSON + Markdown."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from maskbench.bench.run import DTYPES, run_benchmark
+from maskbench.io import atomic_write_text
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``bench`` subcommand."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="time each strategy's masked forward as a ratio to the plain forward",
+        description=(
+            "Times the plain forward and every strategy's masked forward on the same batch, "
+            "interleaved, and reports medians as ratios to the plain forward, with the "
+            "issue #6 targets. Writes DIR/bench.json and DIR/bench.md."
+        ),
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--model", default="resnet50", help="timm model name (random weights)")
+    parser.add_argument("--batch", type=int, default=16, help="images per batch (16)")
+    parser.add_argument("--size", type=int, default=224, help="image side in pixels (224)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (cpu)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument(
+        "--strategies", nargs="+", default=None, help="strategy names (default: all registered)"
+    )
+    parser.add_argument("--repeats", type=int, default=7, help="timed repetitions (7)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls (2)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--no-memory", action="store_true", help="skip peak-memory runs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the benchmark and write its outputs."""
+
+    def progress(message: str) -> None:
+        print(f"[maskbench bench] {message}", file=sys.stderr, flush=True)
+
+    result = run_benchmark(
+        args.model,
+        strategies=args.strategies,
+        batch=args.batch,
+        size=args.size,
+        device=args.device,
+        dtype=args.dtype,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        threads=args.threads,
+        measure_memory=not args.no_memory,
+        seed=args.seed,
+        progress=progress,
+    )
+    markdown = result.to_markdown()
+    atomic_write_text(args.out / "bench.json", result.to_json())
+    atomic_write_text(args.out / "bench.md", markdown)
+    print(markdown)
+    print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}", file=sys.stderr)
+    missed = [row.case for row in result.cases if row.met is False]
+    if missed:
+        print(f"targets missed: {', '.join(missed)}", file=sys.stderr)
+    return 0

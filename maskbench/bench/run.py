@@ -1,0 +1,170 @@
+"""``run_benchmark``: every strategy's masked forward timed beside the plain forward."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from maskbench.bench.memory import peak_memory_bytes
+from maskbench.bench.targets import target_for
+from maskbench.bench.timing import median, time_round_robin
+from maskbench.masks.builders import random_removal_masks, rectangle_masks
+from maskbench.masks.segments import patch_grid
+from maskbench.models import resolve_device
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: The crop fast-path case: a 112 x 112 kept square whose offset is a multiple of 32.
+BOX_CASE = "layer_masking_crop@box112"
+
+
+@dataclass
+class CaseResult:
+    """Timing of one case (the plain forward or one strategy)."""
+
+    case: str
+    median_seconds: float
+    ratio: float
+    target: float | None
+    met: bool | None
+    peak_memory_mb: float | None
+    samples: list[float] = field(default_factory=list)
+
+
+@dataclass
+class BenchResult:
+    """A whole benchmark run: its configuration and one row per case."""
+
+    config: dict[str, Any]
+    cases: list[CaseResult]
+
+    def to_json(self) -> str:
+        """The result as indented JSON."""
+        return json.dumps(asdict(self), indent=2)
+
+    def to_markdown(self) -> str:
+        """A Markdown table of ratios, targets and peak memory, with its configuration."""
+        c = self.config
+        lines = [
+            f"Model `{c['model']}`, batch {c['batch']}, {c['size']}x{c['size']}, {c['dtype']}, "
+            f"device {c['device_name']}, {c['threads']} torch threads; "
+            f"median of {c['repeats']} interleaved repetitions after {c['warmup']} warm-up; "
+            f"masks remove 50% of 16x16 patches (a different random half per image).",
+            "",
+            "| case | median ms | ratio to plain | target | met | peak MB |",
+            "|---|---:|---:|---:|:---:|---:|",
+        ]
+        for row in self.cases:
+            target = f"<= {row.target:g}" if row.target is not None else "-"
+            met = {True: "yes", False: "**no**", None: "-"}[row.met]
+            memory = f"{row.peak_memory_mb:.0f}" if row.peak_memory_mb is not None else "-"
+            lines.append(
+                f"| {row.case} | {row.median_seconds * 1e3:.1f} | {row.ratio:.2f} | {target} "
+                f"| {met} | {memory} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def run_benchmark(
+    model_name: str = "resnet50",
+    *,
+    strategies: Sequence[str] | None = None,
+    batch: int = 16,
+    size: int = 224,
+    device: str = "cpu",
+    dtype: str = "float32",
+    warmup: int = 2,
+    repeats: int = 7,
+    threads: int | None = None,
+    measure_memory: bool = True,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """Time the plain forward and each strategy on the same batch, side by side.
+
+    Every strategy gets the same images and the same masks (50% of 16x16 patches
+    removed, a different random half per image); ``layer_masking_crop`` also runs on
+    a 112 x 112 kept square to measure its bounding-box fast path. Ratios are medians
+    divided by the plain forward's median from the same interleaved repetitions.
+    """
+    import maskbench as mb
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    target_device = resolve_device(device)
+    torch_dtype = DTYPES[dtype]
+    names = list(strategies) if strategies is not None else mb.list_strategies()
+    model = mb.load_model(model_name, weights="random", seed=seed, device=target_device)
+    model = model.to(torch_dtype)
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(batch, 3, size, size, generator=generator)
+    images = images.to(device=target_device, dtype=torch_dtype)
+    segments = patch_grid((size, size), 16, device=target_device)
+    masks = random_removal_masks(segments, 0.5, batch, seed=seed)
+    box = rectangle_masks((size, size), [(64, 64, 112, 112)], device=target_device)
+
+    calls: dict[str, Callable[[], object]] = {}
+
+    def plain() -> object:
+        with torch.no_grad():
+            return model(images)
+
+    calls["plain"] = plain
+    for name in names:
+        strategy = mb.get_strategy(name)
+        calls[name] = lambda s=strategy: s(model, images, masks)
+        if name == "layer_masking_crop":
+            calls[BOX_CASE] = lambda s=strategy: s(model, images, box)
+
+    samples = time_round_robin(
+        calls, device=target_device, warmup=warmup, repeats=repeats, progress=progress
+    )
+    base = median(samples["plain"])
+    rows = []
+    for case, values in samples.items():
+        ratio = median(values) / base
+        target = target_for(case, target_device.type)
+        peak = None
+        if measure_memory:
+            if progress:
+                progress(f"memory {case}")
+            peak = peak_memory_bytes(calls[case], target_device) / 2**20
+        rows.append(
+            CaseResult(
+                case=case,
+                median_seconds=median(values),
+                ratio=ratio,
+                target=target,
+                met=None if target is None else ratio <= target,
+                peak_memory_mb=peak,
+                samples=values,
+            )
+        )
+    config = {
+        "model": model_name,
+        "batch": batch,
+        "size": size,
+        "device": str(target_device),
+        "device_name": _device_name(target_device),
+        "dtype": dtype,
+        "threads": torch.get_num_threads(),
+        "warmup": warmup,
+        "repeats": repeats,
+        "seed": seed,
+        "torch": torch.__version__,
+        "maskbench": mb.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return BenchResult(config=config, cases=rows)
