@@ -15,7 +15,7 @@ from maskbench import invariants as inv
 from maskbench import testing as mbt
 
 SIZE = (64, 64)
-INPUT_SPACE = ["black", "blur", "grey", "image_mean", "inpaint_neighbor", "noise"]
+INPUT_SPACE = ["black", "blur", "grey", "image_mean", "inpaint_linear", "inpaint_neighbor", "noise"]
 EXAMPLES = settings(max_examples=6)
 
 

@@ -15,6 +15,7 @@ from maskbench import testing as mbt
 from maskbench.models import IMAGENET_MEAN
 
 SIZE = (24, 20)
+FILLS = ["black", "grey", "image_mean", "blur", "noise", "inpaint_neighbor", "inpaint_linear"]
 
 
 def batch(seed: int = 0, n: int = 3) -> torch.Tensor:
@@ -26,7 +27,7 @@ def batch(seed: int = 0, n: int = 3) -> torch.Tensor:
 def test_fills_keep_kept_pixels_and_shape(spec):
     images = batch()
     keep = spec.build(SIZE).expand(3, 1, *SIZE)
-    for name in ["black", "grey", "image_mean", "blur", "noise", "inpaint_neighbor"]:
+    for name in FILLS:
         filled = mb.get_strategy(name).fill(images, keep)
         assert filled.shape == images.shape and filled.dtype == images.dtype
         assert torch.equal(filled[keep.expand_as(images)], images[keep.expand_as(images)]), name
@@ -168,7 +169,7 @@ def test_blur_and_noise_of_all_kept_masks_return_the_images():
 def test_fills_follow_the_images_dtype(dtype):
     images = batch().to(dtype)
     keep = mb.rectangle_masks(SIZE, [(4, 4, 8, 8)])
-    for name in ["black", "grey", "image_mean", "blur", "noise", "inpaint_neighbor"]:
+    for name in FILLS:
         filled = mb.get_strategy(name).fill(images, keep)
         assert filled.dtype == dtype, name
         assert not math.isnan(float(filled.float().sum())), name

@@ -10,7 +10,7 @@ import torch
 import maskbench as mb
 from maskbench.strategies import ENTRY_POINT_GROUP, unregister_strategy
 
-INPUT_SPACE = ["black", "blur", "grey", "image_mean", "inpaint_neighbor", "noise"]
+INPUT_SPACE = ["black", "blur", "grey", "image_mean", "inpaint_linear", "inpaint_neighbor", "noise"]
 
 
 def test_builtin_input_space_strategies_are_listed_sorted():
