@@ -12,6 +12,15 @@ Conventions: images are (B, 3, H, W) floats in pixel space [0, 1]; masks are
 (B, 1, H, W) with True/1 = kept (visible) and False/0 = removed.
 """
 
+from maskbench.engine import (
+    Variant,
+    check_model,
+    crop_applicability,
+    masked_forward,
+    register_function_rule,
+    register_method_rule,
+    register_module_rule,
+)
 from maskbench.errors import (
     ImageError,
     MaskbenchError,
@@ -60,19 +69,26 @@ __all__ = [
     "UnknownModelError",
     "UnknownStrategyError",
     "UnsupportedModelError",
+    "Variant",
     "WeightsUnavailableError",
     "__version__",
     "check_images",
     "check_mask",
+    "check_model",
+    "crop_applicability",
     "get_strategy",
     "list_strategies",
     "load_model",
+    "masked_forward",
     "masks_from_keep",
     "nested_removal_masks",
     "patch_grid",
     "quickshift",
     "random_removal_masks",
     "rectangle_masks",
+    "register_function_rule",
+    "register_method_rule",
+    "register_module_rule",
     "register_strategy",
     "sample_images",
     "shipped_models",
