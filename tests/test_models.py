@@ -148,3 +148,16 @@ def test_sample_images_are_real_distinct_photos():
     with pytest.raises(mb.ImageError, match="at most"):
         mb.sample_images(1000, 32)
     assert mb.sample_images(2, 32, dtype=torch.bfloat16).dtype == torch.bfloat16
+
+
+def test_shipped_benchmark_model_loads_by_name():
+    assert "shapes_resnet" in mb.shipped_models()
+    model = mb.load_model("shapes_resnet")
+    assert model.weights == "shipped" and model.weights_source.endswith(".safetensors")
+    assert model.classes is not None and len(model.classes) == 9
+    assert model.input_size == (96, 96)
+    assert mb.load_model("shapes_resnet", weights="pretrained").weights == "shipped"
+    random = mb.load_model("shapes_resnet", weights="random", seed=1)
+    assert random.weights == "random" and not same_weights(random, model)
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 96, 96)).shape == (2, 9)
