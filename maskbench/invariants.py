@@ -172,7 +172,8 @@ def check_batch_consistency(
     """A batch gives its samples' one-by-one logits, also in permuted order.
 
     ``images`` and ``masks`` have the same batch size B >= 2; ``permutation`` defaults
-    to the reversed order.
+    to the reversed order. The tolerance is the dtype's rounding tolerance times the
+    strategy's ``rounding_scale``.
     """
     batch = images.shape[0]
     masks = masks.expand(batch, 1, *images.shape[-2:])
@@ -188,7 +189,7 @@ def check_batch_consistency(
     return _result(
         Claim.BATCH_CONSISTENCY,
         gap,
-        rounding_tolerance(images.dtype),
+        rounding_tolerance(images.dtype) * getattr(strategy, "rounding_scale", 1.0),
         f"batch of {batch} vs one by one and permuted",
         where,
         together_gap=gap_alone,
@@ -283,3 +284,116 @@ def check_finite(
         f"{kept} kept positions"
     )
     return CheckResult(Claim.FINITE, passed, float(bad), 0.0, message)
+
+
+def model_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The unmasked logits of ``model`` on ``images`` (no gradient)."""
+    with torch.no_grad():
+        return model(images)
+
+
+def check_monotone_drift(
+    strategy: Strategy,
+    model: nn.Module,
+    images: torch.Tensor,
+    seeds: Sequence[int],
+    *,
+    fractions: Sequence[float] | None = None,
+    patch: int | None = None,
+    min_spearman: float | None = None,
+    step_tolerance: float | None = None,
+) -> CheckResult:
+    """Drift from the unmasked logits grows as nested masks remove more.
+
+    For every image and every removal order (one per seed), the nested masks remove
+    ``fractions`` (default 0, 0.1, ..., 0.9) of ``patch`` x ``patch`` patches
+    (:func:`maskbench.nested_removal_masks`); drift is
+    ``KL(softmax(unmasked) || softmax(masked))``. The claim holds when the mean
+    Spearman correlation between fraction and drift is at least ``min_spearman`` and
+    the mean drift curve never falls by more than ``step_tolerance`` of its maximum
+    between neighbouring fractions (defaults and their reasons:
+    :mod:`maskbench.audit.drift`).
+
+    ``gap`` is ``1 - mean Spearman`` (held to ``1 - min_spearman``); ``details`` hold
+    the curve, the mean Spearman correlation and the worst step.
+    """
+    from maskbench.audit import drift
+    from maskbench.masks.builders import nested_removal_masks
+    from maskbench.masks.segments import patch_grid
+
+    fractions = tuple(drift.DRIFT_FRACTIONS if fractions is None else fractions)
+    patch = drift.DRIFT_PATCH if patch is None else int(patch)
+    min_spearman = drift.MIN_SPEARMAN if min_spearman is None else float(min_spearman)
+    step_tolerance = drift.STEP_TOLERANCE if step_tolerance is None else float(step_tolerance)
+    if not seeds:
+        raise ValueError("check_monotone_drift needs at least one removal-order seed")
+    size = tuple(images.shape[-2:])
+    segments = patch_grid(size, patch, device=images.device)
+    batch, steps = images.shape[0], len(fractions)
+    reference = model_logits(model, images)
+    rows = []
+    for seed in seeds:
+        masks = nested_removal_masks(segments, fractions, seed=int(seed))  # (F, 1, H, W)
+        tiled_images = images.repeat_interleave(steps, dim=0)
+        tiled_masks = masks.repeat(batch, 1, 1, 1)
+        masked = strategy(model, tiled_images, tiled_masks)
+        drifts = drift.kl_drift(reference.repeat_interleave(steps, dim=0), masked)
+        rows.append(drifts.reshape(batch, steps))
+    summary = drift.summarize_drift(torch.cat(rows), fractions)
+    passed = summary.holds(min_spearman, step_tolerance)
+    verdict = "holds" if passed else "FAILS"
+    where = "the mean drift curve never falls"
+    if summary.worst_step > 0.0:
+        k = summary.worst_step_at
+        where = (
+            f"largest fall between fractions {fractions[k - 1]:g} and {fractions[k]:g}: "
+            f"{summary.curve[k - 1]:.4g} -> {summary.curve[k]:.4g} nats "
+            f"({summary.worst_step:.1%} of the curve's maximum, tolerance {step_tolerance:.0%})"
+        )
+    message = (
+        f"monotone_drift {verdict}: mean Spearman(fraction, drift) {summary.mean_spearman:.3f} "
+        f"(threshold {min_spearman:g}) over {summary.sequences} nested sequences of "
+        f"{patch}px patches; {where}"
+    )
+    return CheckResult(
+        Claim.MONOTONE_DRIFT,
+        passed,
+        1.0 - summary.mean_spearman,
+        1.0 - min_spearman,
+        message,
+        {
+            "mean_spearman": summary.mean_spearman,
+            "worst_step": summary.worst_step,
+            "curve": list(summary.curve),
+            "fractions": list(summary.fractions),
+            "sequences": summary.sequences,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A figure measured over several examples of one check.
+
+    Attributes:
+        worst: the largest gap (the figure the audit records).
+        mean: the mean gap.
+        gaps: every example's gap, in order.
+        worst_index: which example gave ``worst``.
+    """
+
+    worst: float
+    mean: float
+    gaps: tuple[float, ...]
+    worst_index: int
+
+
+def measure(results: Sequence[CheckResult]) -> Measurement:
+    """Summarise the gaps of several :class:`CheckResult` of the same check."""
+    if not results:
+        raise ValueError("measure needs at least one CheckResult")
+    gaps = tuple(float(r.gap) for r in results)
+    worst_index = max(range(len(gaps)), key=lambda i: gaps[i])
+    finite = [g for g in gaps if g == g]
+    mean = sum(finite) / len(finite) if finite else float("nan")
+    return Measurement(gaps[worst_index], mean, gaps, worst_index)

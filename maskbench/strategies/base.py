@@ -78,6 +78,10 @@ class Strategy(abc.ABC):
     name: ClassVar[str] = ""
     #: The invariants this strategy promises.
     claims: ClassVar[frozenset[Claim]] = frozenset()
+    #: Multiplier on the dtype's rounding tolerance for claims that hold up to float
+    #: rounding (batch consistency): above 1 for strategies whose arithmetic amplifies
+    #: rounding (e.g. dividing by a count of visible pixels), stated, never hidden.
+    rounding_scale: ClassVar[float] = 1.0
 
     def __init__(self, *, batch_size: int | None = None, memory_budget: int | None = None):
         if batch_size is not None and batch_size < 1:
