@@ -80,7 +80,24 @@ def run_graph(
     x: torch.Tensor,
     keep: torch.Tensor,
 ) -> Any:
-    """Evaluate the graph on image batch ``x`` with keep-mask ``keep`` (B, 1, H, W) bool."""
+    """Evaluate the graph on image batch ``x`` with keep-mask ``keep`` (B, 1, H, W) bool.
+
+    The forward's masks are released when it ends, even by an exception (see
+    :meth:`Context.release`).
+    """
+    try:
+        return _evaluate(traced, modules, ctx, x, keep)
+    finally:
+        ctx.release()
+
+
+def _evaluate(
+    traced: TracedModel,
+    modules: dict[str, nn.Module],
+    ctx: Context,
+    x: torch.Tensor,
+    keep: torch.Tensor,
+) -> Any:
     env: dict[fx.Node, Any] = {}
     placeholders = 0
     result: Any = None

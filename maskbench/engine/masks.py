@@ -60,9 +60,11 @@ class Mask:
     that feeds twenty convolutions is dilated once per distinct window.
     """
 
-    __slots__ = ("__weakref__", "_all", "_memo", "_symbolic", "keep")
+    __slots__ = ("__weakref__", "_all", "_family", "_memo", "_symbolic", "keep")
 
-    def __init__(self, keep: torch.Tensor, *, symbolic: bool = False) -> None:
+    def __init__(
+        self, keep: torch.Tensor, *, symbolic: bool = False, family: list[Mask] | None = None
+    ) -> None:
         if keep.dtype != torch.bool or keep.dim() != 4 or keep.shape[1] != 1:
             raise ValueError(f"a Mask needs a (B, 1, H, W) bool tensor, got {keep.shape}")
         self.keep = keep
@@ -70,6 +72,9 @@ class Mask:
         self._all: bool | None = None
         # symbolic: values are fake/meta tensors (check mode); never read data
         self._symbolic = symbolic
+        # every mask derived from the same input mask, so that release() can find them
+        self._family = [] if family is None else family
+        self._family.append(self)
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -86,8 +91,22 @@ class Mask:
             return value
 
     def derive(self, keep: torch.Tensor) -> Mask:
-        """A new mask with the same symbolic-ness as this one."""
-        return Mask(keep, symbolic=self._symbolic)
+        """A new mask with the same symbolic-ness (and family) as this one."""
+        return Mask(keep, symbolic=self._symbolic, family=self._family)
+
+    def release(self) -> None:
+        """Forget the memos of this mask and of every mask derived from the same root.
+
+        Memos refer to other masks (an intersection memoised on one mask may be the
+        other), and the family list refers to every member: reference cycles. Call this
+        when the forward pass is over, so that its masks are freed at once by reference
+        counting rather than whenever the cyclic garbage collector runs.
+        """
+        family = self._family
+        for mask in family:
+            mask._memo.clear()
+            mask._family = []
+        family.clear()
 
     def all_visible(self) -> bool:
         """True when every position of every sample is visible (one host sync, cached).

@@ -203,6 +203,12 @@ class Context:
         self.masks.append(mask)
         return mask
 
+    def release(self) -> None:
+        """Free this forward's masks and their memos (see :meth:`Mask.release`)."""
+        for mask in self.masks:
+            mask.release()
+        self.masks.clear()
+
     def call(self, module: nn.Module, *args: Any, name: str = "", **kwargs: Any) -> Any:
         """Apply child ``module`` (attribute ``name``) through its masking rule.
 
@@ -243,19 +249,22 @@ def has_masked(obj: Any) -> bool:
 def masked_in(obj: Any) -> list[MT]:
     """All :class:`MT` values in a nested structure, in order."""
     found: list[MT] = []
-
-    def visit(o: Any) -> None:
-        if isinstance(o, MT):
-            found.append(o)
-        elif isinstance(o, (tuple, list)):
-            for item in o:
-                visit(item)
-        elif isinstance(o, dict):
-            for item in o.values():
-                visit(item)
-
-    visit(obj)
+    _collect_masked(obj, found)
     return found
+
+
+def _collect_masked(obj: Any, found: list[MT]) -> None:
+    # A module-level function, not a recursive closure: a closure that calls itself is a
+    # reference cycle, which would keep every activation it collected alive until the
+    # cyclic garbage collector runs (measured: 8x the peak memory of a plain forward).
+    if isinstance(obj, MT):
+        found.append(obj)
+    elif isinstance(obj, (tuple, list)):
+        for item in obj:
+            _collect_masked(item, found)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            _collect_masked(item, found)
 
 
 def map_masked(obj: Any, fn: Callable[[MT], Any]) -> Any:

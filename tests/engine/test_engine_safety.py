@@ -327,3 +327,33 @@ def test_user_registered_rule():
     out = masked_forward(model, x, keep)
     dirty = x.masked_fill(~keep, float("nan"))
     assert torch.equal(out, masked_forward(model, dirty, keep))
+
+
+# --- memory -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", list(Variant), ids=lambda v: v.value)
+def test_a_masked_forward_leaves_no_tensor_in_a_reference_cycle(variant):
+    """Activations must be freed by reference counting as the forward goes on.
+
+    A tensor caught in a reference cycle (e.g. held by a recursive closure) lives until
+    the cyclic garbage collector runs: every activation of the forward stays alive at
+    once, and the peak memory grows several-fold (8x measured on ResNet-50 before this
+    was fixed). With the collector disabled, anything it later finds was such a cycle.
+    """
+    model = make_timm_model("resnet18")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    keep = patch_mask(2, 64, 8, 0.5, seed=6)
+    masked_forward(model, x, keep, variant=variant)  # trace outside the measurement
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        masked_forward(model, x, keep, variant=variant)
+        gc.collect()
+        leaked = [obj for obj in gc.garbage if isinstance(obj, torch.Tensor)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert leaked == [], f"{len(leaked)} tensors were only freed by the cycle collector"
