@@ -25,6 +25,16 @@ point ``2J``) masked to the unknowns, restriction ``P^T``, Galerkin coarse opera
 most 8 x 8 points). With convergent smoothers and SPD coarse operators this V-cycle is a
 symmetric positive definite operator, as conjugate gradients requires.
 
+Float32 round-off: the stopping test applies the V-cycle to the true residual
+``b - A x``, and in float32 that residual carries round-off of about ``1e-7 |x|`` per
+pixel, which the V-cycle (like ``A^-1``) amplifies. How much depends on the mask: a hole
+surrounded by kept pixels amplifies it little, but when the only kept pixels are a tiny
+region far from most of the unknowns (say one pixel in a corner of a 224 x 224 image),
+``A`` is nearly the singular Neumann operator (its smallest eigenvalue shrinks like
+``1 / (N^2 log N)``) and the round-off alone gives an error estimate of ``1e-4`` or
+more. Such a system's estimate stops decreasing; it is then switched to a float64
+residual (see :meth:`MultigridSolver.solve`).
+
 Only torch operations are used (no Python loop over pixels), so the solver runs on
 whatever device the images are on. Every operation acts on each sample separately and
 reductions are finished in float64, so a sample's result does not depend on the other
@@ -60,8 +70,17 @@ _COARSEST_SIZE = 8  # a grid with at most this many points per side is solved de
 _CHUNK_BYTES = 32 << 20  # CPU: fine-grid working set per sweep, to stay in (L3) cache
 _CHUNK_VECTORS = 12  # fine-grid vectors (B, C, n) a sweep touches, roughly
 # Below this tol, float32 round-off in the residual (about 1e-7 spread over a hole, then
-# amplified by the inverse operator) could pass for error: evaluate it in float64.
+# amplified by the inverse operator) could pass for error: evaluate it in float64 from the
+# start. Above it, only systems that stagnate switch (see MultigridSolver.solve).
 _FLOAT32_SAFE_TOL = 3e-5
+# A system whose error estimate is not below this fraction of its best earlier estimate
+# has stagnated. Multigrid-preconditioned CG reduces it by 3x to 10x per iteration (worst
+# measured ratio 0.32 over random pixels, patches and holes, 224 x 224), so only a
+# round-off floor (or a failure of the preconditioner) stalls it.
+_STALL_RATIO = 0.5
+# A float32 sample switches to a float64 residual when the measured round-off floor of
+# its error estimate (see MultigridSolver._round_off_floor) exceeds this fraction of tol.
+_FLOOR_FRACTION = 0.25
 
 
 class RoadConvergenceError(MaskbenchError, RuntimeError):
@@ -82,11 +101,19 @@ class SolveInfo:
             before its final correction, relative to its ``scale`` (the largest kept
             ``|value|``).
         levels: number of multigrid levels.
+        float64_residual: ``(B,)`` bool, True for the samples whose residual was
+            evaluated in float64 by the end: all of them for float64 systems or when
+            ``tol`` is below 3e-5, otherwise those switched after stagnating (see
+            :meth:`MultigridSolver.solve`).
+        restarts: conjugate-gradient restarts (all systems together): one per system
+            and iteration in which its error estimate stagnated.
     """
 
     iterations: int
     error_estimate: torch.Tensor
     levels: int
+    float64_residual: torch.Tensor
+    restarts: int = 0
 
 
 # -- grids ---------------------------------------------------------------------------
@@ -228,18 +255,47 @@ class _FineOperator:
         out.addcmul_(filtered, self.c2[sl])
 
     def accurate_residual(
-        self, sl: slice, r: torch.Tensor, x: torch.Tensor, out: torch.Tensor
+        self,
+        sl: slice,
+        r: torch.Tensor,
+        x: torch.Tensor,
+        out: torch.Tensor,
+        work: _FineWork,
+        index: torch.Tensor | None = None,
     ) -> None:
         """``out = r - A x`` evaluated in float64, then rounded to ``out``'s dtype.
 
         In float32, rounding in ``A x`` leaves a residual of about 1e-7 spread over a
         hole, which ``A^-1`` amplifies by up to the condition number (thousands for a
-        112 x 112 hole). Evaluated in float64, the error estimate built on the residual
-        is good down to what float32 can represent of ``x``.
+        112 x 112 hole, far more when the only kept pixels are a few in a corner).
+        Evaluated in float64, the error estimate built on the residual is good down to
+        what float32 can represent of ``x``. ``index`` (positions within ``sl``): only
+        those samples' rows of ``out`` are written (elementwise arithmetic, so each row
+        is the same as in a full evaluation).
         """
-        x64 = x.double()
-        filtered = _filtered(x64, self.grid).mul_(self.c2[sl])
-        out.copy_(x64.mul_(self.c1[sl]).neg_().add_(r).add_(filtered))
+        if index is None:
+            out.copy_(self.residual64(sl, r, x, work))
+        else:
+            out.index_copy_(0, index, self.residual64(sl, r, x, work, index).to(out.dtype))
+
+    def residual64(
+        self,
+        sl: slice,
+        r: torch.Tensor,
+        x: torch.Tensor,
+        work: _FineWork,
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``r - A x`` in float64 (for the rows ``index`` of ``sl`` only, if given), in
+        float64 scratch of ``work`` (valid until the next call)."""
+        c1, c2 = self.c1[sl], self.c2[sl]
+        if index is not None:
+            c1, c2, r, x = c1[index], c2[index], r[index], x[index]
+        x64, rows, filtered = work.wide(x.shape[0])
+        x64.copy_(x)
+        _filter_121(x64, self.grid, rows, filtered)
+        torch.addcmul(r, c1, x64, value=-1.0, out=x64)
+        return x64.addcmul_(filtered, c2)
 
     def rhs(self, sl: slice, known_values: torch.Tensor, work: _FineWork) -> torch.Tensor:
         """``12 b = U (K v)``, flat, for values zero at unknown pixels (``(b, C, h, w)``).
@@ -281,6 +337,19 @@ class _FineWork:
         self.tmp = like.new_empty(shape)
         self.ap = like.new_empty(shape)
         self.product = like.new_empty(shape)
+        self._shape = shape
+        self._wide: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def wide(self, count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Float64 scratch ``(x, rows, filtered)`` for ``count`` samples, allocated on
+        first use (only float32 solves that evaluate a float64 residual need it)."""
+        if self._wide is None:
+            self._wide = (
+                self._rows.new_empty(self._shape, dtype=torch.float64),
+                self._rows.new_zeros(self._shape, dtype=torch.float64),
+                self._rows.new_zeros(self._shape, dtype=torch.float64),
+            )
+        return self._wide[0][:count], self._wide[1][:count], self._wide[2][:count]
 
     def filter(self, x: torch.Tensor) -> torch.Tensor:
         """``K x`` into scratch (see :func:`_filter_121`)."""
@@ -633,14 +702,29 @@ class MultigridSolver:
         largest kept ``|value|``, which bounds ``|x|`` by the maximum principle). Unlike a
         relative residual this measures the error where it sits (a smooth error in a
         large hole has a tiny residual). The residual is recomputed as ``b - A x`` every
-        iteration (in float64 when ``tol`` is below what float32 round-off allows), so
-        the check is never fooled by drift; a system that passes gets ``x + z`` (one more
-        V-cycle's correction) and is frozen. Systems with ``scale = 0`` have ``x = 0``.
+        iteration, so the check is never fooled by drift; a system that passes gets
+        ``x + z`` (one more V-cycle's correction) and is frozen. Systems with
+        ``scale = 0`` have ``x = 0``.
+
+        Float32 systems evaluate the residual in float32, except (a) all of them when
+        ``tol`` is below 3e-5, and (b) from then on, a sample one of whose systems
+        *stagnates*: its estimate fails to drop below half its best earlier one. In
+        float32 that happens when the residual's round-off, amplified by ``B`` (about
+        ``A^-1``), is itself above ``tol`` -- tiny kept regions far from most of the
+        removed pixels, e.g. one kept pixel in a corner of a 160 x 160 or larger image
+        (see the module docstring). The float64 residual removes that floor; the
+        preconditioner is unchanged. The switch is per sample and depends only on the
+        sample's own estimates, so batching stays exact. A stagnating system also
+        restarts its conjugate-gradient direction (``beta = 0``): CG driven by a
+        residual that is mostly round-off loses conjugacy and, left alone, diverges
+        geometrically (that was the "broke down (non-finite residual)" failure). If
+        even the float64 residual (or, for float64 systems, the float64 round-off)
+        cannot reach ``tol``, the restarts keep the iterate bounded until
+        ``max_iter`` and the solve raises.
 
         Raises :class:`RoadConvergenceError` if some system has not converged after
         ``max_iter`` iterations, or the iteration broke down (non-finite values).
         """
-        accurate = b.dtype != torch.float64 and tol < _FLOAT32_SAFE_TOL
         state = _CGState(b, scale, tol, self.chunks)
         self.precondition(b, state.z)  # r = b at x = 0
         for i in range(len(self.chunks)):
@@ -651,7 +735,7 @@ class MultigridSolver:
                 state.raise_unconverged(max_iter)
             state.iterations += 1
             for i in range(len(self.chunks)):  # CG step, true residual, pre-smoothing
-                self._step(i, state, accurate)
+                self._step(i, state)
             self._coarse_part()
             for i in range(len(self.chunks)):  # post-smoothing, check, new direction
                 view = state.views[i]
@@ -660,17 +744,60 @@ class MultigridSolver:
             state.raise_if_broken()
         return state.x, state.info(len(self.levels) + 1)
 
-    def _step(self, i: int, state: _CGState, accurate: bool) -> None:
+    def _step(self, i: int, state: _CGState) -> None:
         """``x += alpha p`` on chunk ``i``, then ``r = b - A x`` and pre-smoothing."""
         sl, view = self.chunks[i], state.views[i]
         ap = self.work.ap[: view.x.shape[0]]
         self.fine.apply(sl, view.p, ap, self.work)
         view.x.addcmul_(view.p, state.alpha(i, self.work.dot(view.p, ap)).to(view.x.dtype))
-        if accurate:
-            self.fine.accurate_residual(sl, view.b, view.x, view.r)
+        accurate = state.accurate_rows[i]
+        if accurate is _ALL:
+            self.fine.accurate_residual(sl, view.b, view.x, view.r, self.work)
         else:
             self.fine.residual(sl, view.b, view.x, view.r, self.work)
+            if state.iterations == 1 and state.can_switch:  # measure who must switch
+                self._probe_round_off(i, state)
+            elif accurate is not None:  # the samples switched to a float64 residual
+                self.fine.accurate_residual(sl, view.b, view.x, view.r, self.work, accurate)
         self._pre_smooth(i, view.r, view.z)
+
+    def _probe_round_off(self, i: int, state: _CGState) -> None:
+        """First CG step, float32 chunk ``i`` holding its float32 residual: measure its
+        round-off against a float64 evaluation, and switch the samples whose round-off
+        floor is not well below ``tol`` (see :meth:`_round_off_floor`)."""
+        sl, view = self.chunks[i], state.views[i]
+        exact = self.fine.residual64(sl, view.b, view.x, self.work)
+        round_off = self.work.tmp[: view.r.shape[0]]  # free until pre-smoothing
+        torch.sub(view.r, exact, out=round_off)
+        floor = self._round_off_floor(sl, round_off)
+        state.switch(i, (floor > _FLOOR_FRACTION * state.threshold[i]).any(dim=1))
+
+    def _round_off_floor(self, sl: slice, round_off: torch.Tensor) -> torch.Tensor:
+        """``(k, C)`` estimate of ``max |B e|`` for the residual round-off ``e`` (flat)
+        of samples ``sl``: float32 error estimates below it are noise.
+
+        ``B`` amplifies round-off through its coarse-grid correction: the restriction of
+        ``e`` to the coarsest grid times the (exact) coarsest inverse, which is where the
+        near-singular modes of a weakly anchored system live (measured: within a few
+        percent of ``max |B e|`` whenever the floor is above 1e-5). The smoothers add at
+        most about ``max |e| / 2`` (``0.8 / 12 s_i`` per sweep, ``12 s_i >= 5``): counted.
+        Uses the first coarse level's ``rhs`` as scratch (pre-smoothing rewrites it).
+        """
+        if self.fine_transfers is None:  # the fine grid is the coarsest
+            coarse = self.grid.interior(round_off)
+        else:
+            first = self.levels[0]
+            self.fine_transfers.restrict(round_off, first.rhs[sl])
+            coarse = first.grid.interior(first.rhs[sl])
+        while max(coarse.shape[-2:]) > _COARSEST_SIZE:
+            coarse = _restrict2d(coarse)
+        flat = coarse.reshape(*coarse.shape[:2], -1).double()
+        # Row sums (not matmul): per sample, the same arithmetic in any batch.
+        error = (flat.unsqueeze(-2) * self.coarsest_inverse[sl].unsqueeze(1)).sum(dim=-1)
+        return _max_abs(error) + 0.5 * _max_abs(round_off).double()
+
+
+_ALL = slice(None)  # _CGState.accurate_rows: every sample of the chunk
 
 
 @dataclass
@@ -710,11 +837,25 @@ class _CGState:
         self.rz = [torch.zeros(s.shape, dtype=torch.float64, device=b.device) for s in self.scale]
         self.estimate = [torch.zeros_like(s) for s in self.scale]
         self.worst = [torch.zeros_like(s) for s in self.scale]
+        self.best = [torch.full_like(s, float("inf")) for s in self.scale]
         self.iterations = 0
+        self.restarts = 0
+        # Which samples evaluate the residual in float64 (see MultigridSolver.solve):
+        # per chunk a (k,) mask, and for _step None (none), _ALL, or their positions.
+        self.can_switch = b.dtype != torch.float64
+        everyone = self.can_switch and tol < _FLOAT32_SAFE_TOL
+        self.accurate = [
+            torch.full(s.shape[:1], everyone or not self.can_switch, device=b.device)
+            for s in self.scale
+        ]
+        self.accurate_rows: list[torch.Tensor | slice | None] = [
+            _ALL if everyone else None for _ in chunks
+        ]
 
     def check(self, i: int, work: _FineWork) -> None:
         """After ``z = B r`` on chunk ``i``: freeze the systems that pass (adding the
-        correction ``z``), and set the next search direction of the others."""
+        correction ``z``), switch and restart those that stagnate, and set the next
+        search direction of the others."""
         view = self.first_views[i] if self.iterations == 0 else self.views[i]
         estimate = _max_abs(view.z)
         self.worst[i] = estimate
@@ -723,15 +864,42 @@ class _CGState:
             view.x.addcmul_(view.z, passed.to(view.z.dtype).unsqueeze(-1))
             self.estimate[i] = torch.where(passed, estimate, self.estimate[i])
             self.done[i] = self.done[i] | passed
+        # Root cause of the corner failures: with a float32 residual, a system whose
+        # round-off floor (residual round-off amplified by B ~ A^-1) is above tol can
+        # never pass; CG then runs on round-off, loses conjugacy and diverges. Detect
+        # the stagnation, move the sample to a float64 residual, restart CG (beta = 0).
+        stalled = (estimate > _STALL_RATIO * self.best[i]) & ~self.done[i]
+        self.best[i] = torch.minimum(self.best[i], estimate)
+        if bool(stalled.any()):
+            self._stalled(i, stalled)
         rz_new = work.dot(view.r, view.z)
         if self.iterations == 0:
             view.p.copy_(view.z)
         else:
-            # Done systems get beta = 0 (their direction is never used again).
-            active = (~self.done[i]).to(rz_new.dtype)
+            # Done systems get beta = 0 (their direction is never used again), and so
+            # do stalled ones (a restart: p = z).
+            active = (~(self.done[i] | stalled)).to(rz_new.dtype)
             beta = (rz_new / self.rz[i].clamp_min(1e-300) * active).to(view.p.dtype)
             torch.addcmul(view.z, view.p, beta.unsqueeze(-1), out=view.p)
         self.rz[i] = rz_new
+
+    def _stalled(self, i: int, stalled: torch.Tensor) -> None:
+        """Count the restarts of chunk ``i``; switch the samples of ``stalled`` systems
+        to a float64 residual (if they are float32 and not switched yet)."""
+        self.restarts += int(stalled.sum())
+        self.switch(i, stalled.any(dim=1))
+
+    def switch(self, i: int, samples: torch.Tensor) -> None:
+        """Evaluate the residual of ``samples`` (``(k,)`` bool) of chunk ``i`` in
+        float64 from the next CG step on (no-op for float64 systems)."""
+        switch = samples & ~self.accurate[i]
+        if not (self.can_switch and bool(switch.any())):
+            return
+        self.accurate[i] = self.accurate[i] | switch
+        if bool(self.accurate[i].all()):
+            self.accurate_rows[i] = _ALL
+        else:
+            self.accurate_rows[i] = torch.nonzero(self.accurate[i]).flatten()
 
     def alpha(self, i: int, pap: torch.Tensor) -> torch.Tensor:
         """Step lengths of chunk ``i`` (zero for systems that are done)."""
@@ -757,7 +925,24 @@ class _CGState:
     def info(self, levels: int) -> SolveInfo:
         scale, estimate = torch.cat(self.scale), torch.cat(self.estimate)
         relative = torch.where(scale > 0, estimate / scale.clamp_min(1e-300), 0.0)
-        return SolveInfo(iterations=self.iterations, error_estimate=relative, levels=levels)
+        return SolveInfo(
+            iterations=self.iterations,
+            error_estimate=relative,
+            levels=levels,
+            float64_residual=torch.cat(self.accurate),
+            restarts=self.restarts,
+        )
+
+
+def _restrict2d(t: torch.Tensor) -> torch.Tensor:
+    """``P^T t`` for ``(..., h, w)`` ``t``: the restriction of :class:`_Transfers` on
+    unpadded grids (elementwise, so per sample the same in any batch)."""
+    h, w = t.shape[-2:]
+    hc, wc = coarse_size(h), coarse_size(w)
+    # Pad to 2 hc + 1 rows: coarse I gathers padded rows 2I, 2I + 1, 2I + 2.
+    t = torch.nn.functional.pad(t, (1, 2 * wc - w, 1, 2 * hc - h))
+    rows = t[..., 1 : 2 * hc : 2, :] + 0.5 * (t[..., 0 : 2 * hc : 2, :] + t[..., 2::2, :])
+    return rows[..., 1 : 2 * wc : 2] + 0.5 * (rows[..., 0 : 2 * wc : 2] + rows[..., 2::2])
 
 
 def _max_abs(a: torch.Tensor) -> torch.Tensor:
