@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from maskbench.bench.run import DTYPES, run_benchmark
+from maskbench.bench.road import run_road_benchmark
+from maskbench.bench.run import DTYPES, BenchResult, run_benchmark
 from maskbench.io import atomic_write_text
 
 
@@ -17,8 +18,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="time each strategy's masked forward as a ratio to the plain forward",
         description=(
             "Times the plain forward and every strategy's masked forward on the same batch, "
-            "interleaved, and reports medians as ratios to the plain forward, with the "
-            "issue #6 targets. Writes DIR/bench.json and DIR/bench.md."
+            "interleaved, and reports medians as ratios to the plain forward; then times "
+            "ROAD imputation (inpaint_linear) on a batch against SciPy's spsolve on single "
+            "images. Each figure is shown with its target (issue #6). Writes DIR/bench.json "
+            "and DIR/bench.md."
         ),
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
@@ -35,6 +38,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory runs")
     parser.add_argument("--seed", type=int, default=0)
+    section = parser.add_mutually_exclusive_group()
+    section.add_argument("--no-road", action="store_true", help="skip the ROAD-vs-SciPy section")
+    section.add_argument(
+        "--road-only", action="store_true", help="only the ROAD-vs-SciPy section (no model)"
+    )
+    parser.add_argument(
+        "--scipy-images",
+        type=int,
+        default=4,
+        help="images SciPy solves per repetition in the ROAD section (4)",
+    )
     parser.set_defaults(func=run_command)
 
 
@@ -44,26 +58,53 @@ def run_command(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"[maskbench bench] {message}", file=sys.stderr, flush=True)
 
-    result = run_benchmark(
-        args.model,
-        strategies=args.strategies,
-        batch=args.batch,
-        size=args.size,
-        device=args.device,
-        dtype=args.dtype,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        threads=args.threads,
-        measure_memory=not args.no_memory,
-        seed=args.seed,
-        progress=progress,
-    )
+    if args.road_only:
+        if args.threads is not None:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        result = BenchResult(config={}, cases=[])
+    else:
+        result = run_benchmark(
+            args.model,
+            strategies=args.strategies,
+            batch=args.batch,
+            size=args.size,
+            device=args.device,
+            dtype=args.dtype,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            threads=args.threads,
+            measure_memory=not args.no_memory,
+            seed=args.seed,
+            progress=progress,
+        )
+    if not args.no_road:
+        from maskbench.models import resolve_device
+
+        result.road = run_road_benchmark(
+            batch=args.batch,
+            size=args.size,
+            device=resolve_device(args.device),
+            repeats=args.repeats,
+            scipy_images=args.scipy_images,
+            seed=args.seed,
+            progress=progress,
+        )
+        result.road_config = {
+            "batch": args.batch,
+            "size": args.size,
+            "device": args.device,
+            "repeats": args.repeats,
+            "scipy_images": args.scipy_images,
+            "seed": args.seed,
+        }
     markdown = result.to_markdown()
     atomic_write_text(args.out / "bench.json", result.to_json())
     atomic_write_text(args.out / "bench.md", markdown)
     print(markdown)
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}", file=sys.stderr)
-    missed = [row.case for row in result.cases if row.met is False]
+    missed = result.missed_targets()
     if missed:
         print(f"targets missed: {', '.join(missed)}", file=sys.stderr)
     return 0

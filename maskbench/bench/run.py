@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from maskbench.bench.memory import peak_memory_bytes
+from maskbench.bench.road import RoadCaseResult, road_markdown
 from maskbench.bench.targets import target_for
 from maskbench.bench.timing import median, time_round_robin
 from maskbench.masks.builders import random_removal_masks, rectangle_masks
@@ -39,17 +40,36 @@ class CaseResult:
 
 @dataclass
 class BenchResult:
-    """A whole benchmark run: its configuration and one row per case."""
+    """A whole benchmark run: its configuration, one row per case and the ROAD section.
+
+    ``cases`` is empty when only ROAD was timed; ``road`` is empty when it was not.
+    """
 
     config: dict[str, Any]
     cases: list[CaseResult]
+    road: list[RoadCaseResult] = field(default_factory=list)
+    road_config: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The result as indented JSON."""
         return json.dumps(asdict(self), indent=2)
 
     def to_markdown(self) -> str:
-        """A Markdown table of ratios, targets and peak memory, with its configuration."""
+        """Markdown tables (strategies, then ROAD), each with its configuration."""
+        sections = []
+        if self.cases:
+            sections.append(self._strategies_markdown())
+        if self.road:
+            rc = self.road_config
+            sections.append(road_markdown(self.road, rc["batch"], rc["size"], rc["repeats"]))
+        return "\n".join(sections)
+
+    def missed_targets(self) -> list[str]:
+        """Names of the cases (strategies and ROAD) that missed their target."""
+        missed = [row.case for row in self.cases if row.met is False]
+        return missed + [f"inpaint_linear: {row.case}" for row in self.road if not row.met]
+
+    def _strategies_markdown(self) -> str:
         c = self.config
         lines = [
             f"Model `{c['model']}`, batch {c['batch']}, {c['size']}x{c['size']}, {c['dtype']}, "

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import torch
 
 from maskbench.bench.memory import peak_memory_bytes
+from maskbench.bench.road import (
+    ROAD_MAX_ERROR,
+    ROAD_TARGETS,
+    road_cases,
+    road_markdown,
+    run_road_benchmark,
+)
 from maskbench.bench.run import BOX_CASE, run_benchmark
 from maskbench.bench.targets import target_for
 from maskbench.bench.timing import time_round_robin
@@ -88,3 +96,51 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
     assert data["cases"][1]["peak_memory_mb"] is not None
     assert "| grey |" in (tmp_path / "bench.md").read_text()
     assert "| grey |" in capsys.readouterr().out
+    # The ROAD section runs by default, on the same image size.
+    assert [row["case"] for row in data["road"]][1] == "random pixels, 50% removed"
+    assert data["road_config"]["size"] == 32
+
+
+def test_road_cases_remove_what_they_say():
+    images, cases = road_cases(batch=3, size=64, seed=0)
+    assert images.shape == (3, 3, 64, 64) and images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    patches, pixels, hole = cases.values()
+    assert all(abs((~keep).mean() - 0.5) < 1e-9 for keep in pixels)
+    assert all(abs((~keep).mean() - 0.5) < 1e-9 for keep in patches)
+    # patches: constant on every 16 x 16 cell, and a different half per image
+    cells = patches.reshape(3, 4, 16, 4, 16)
+    assert (cells == cells[:, :, :1, :, :1]).all()
+    assert not (patches[0] == patches[1]).all()
+    assert (~hole[0]).sum() == 32 * 32 and not hole[0, 16:48, 16:48].any()
+
+
+def test_road_benchmark_reports_speedups_and_the_error_against_scipy():
+    rows = run_road_benchmark(batch=2, size=32, repeats=2, scipy_images=2)
+    assert [row.case for row in rows] == [
+        "16x16 patches, 50% removed",
+        "random pixels, 50% removed",
+        "central 16x16 hole",
+    ]
+    for row in rows:
+        ratio = row.scipy_seconds_per_image / row.ours_seconds_per_image
+        assert abs(row.speedup - ratio) <= 1e-9 * ratio
+        assert row.max_abs_error_vs_scipy <= ROAD_MAX_ERROR
+        assert row.target == ROAD_TARGETS[0]
+        assert row.met == (row.speedup >= row.target)
+    assert "| random pixels, 50% removed |" in road_markdown(rows, 2, 32, 2)
+
+
+def test_cli_road_only_needs_no_model(tmp_path, monkeypatch, capsys):
+    import maskbench.bench.run as bench_run
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("--road-only must not time the strategies")
+
+    monkeypatch.setattr(bench_run, "run_benchmark", no_model)
+    monkeypatch.setattr("maskbench.bench.cli.run_benchmark", no_model)
+    args = ["bench", "--out", str(tmp_path), "--road-only", "--size", "32", "--batch", "2"]
+    assert main([*args, "--repeats", "1", "--scipy-images", "1"]) == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert data["cases"] == [] and len(data["road"]) == 3
+    assert "ROAD imputation" in (tmp_path / "bench.md").read_text()

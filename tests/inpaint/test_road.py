@@ -1,7 +1,8 @@
 """Tests of :func:`maskbench.inpaint.road_impute` (ROAD's noisy linear imputation).
 
-The reference is ``scipy.sparse.linalg.spsolve`` on ROAD's system (``scipy_oracle.py``,
-built like ``NoisyLinearImputer.setup_sparse_system`` in tleemann/road_evaluation).
+The reference is ``scipy.sparse.linalg.spsolve`` on ROAD's system
+(:mod:`maskbench.inpaint.scipy_reference`, built like
+``NoisyLinearImputer.setup_sparse_system`` in tleemann/road_evaluation).
 Images are small (at most 64 x 64) so the whole file runs in seconds.
 """
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy_oracle import NEIGHBOUR_WEIGHTS, build_system, scipy_road_solution
+from maskbench.inpaint.scipy_reference import NEIGHBOUR_WEIGHTS, build_system, scipy_road_solution
 
 from maskbench.inpaint import IMAGENET_MEAN, RoadConvergenceError, road_impute, road_solution
 from maskbench.inpaint import _multigrid as mg

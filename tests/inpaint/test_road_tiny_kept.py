@@ -24,7 +24,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy_oracle import NEIGHBOUR_WEIGHTS, scipy_road_solution
+from maskbench.inpaint.scipy_reference import NEIGHBOUR_WEIGHTS, scipy_road_solution
 
 import maskbench as mb
 from maskbench.inpaint import RoadConvergenceError, road_impute, road_solution

@@ -1,4 +1,4 @@
-"""SciPy reference for ROAD's noisy linear imputation (test and benchmark helper).
+"""SciPy reference for ROAD's imputation: the tests' oracle and the benchmark's baseline.
 
 This mirrors the equations of ``NoisyLinearImputer.setup_sparse_system`` in ROAD
 (github.com/tleemann/road_evaluation, ``road/imputations.py``): for every removed pixel
@@ -8,7 +8,7 @@ This mirrors the equations of ``NoisyLinearImputer.setup_sparse_system`` in ROAD
 
 solved with ``scipy.sparse.linalg.spsolve`` in float64. The system is built with
 vectorised COO assembly instead of ROAD's ``lil_matrix`` loop (same matrix, faster), so
-timings against it are against a strong baseline. SciPy is a test-only dependency.
+timings against it are against a strong baseline.
 """
 
 from __future__ import annotations
