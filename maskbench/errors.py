@@ -45,3 +45,11 @@ class UnknownModelError(MaskbenchError, LookupError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class NumericalRangeError(MaskbenchError, FloatingPointError):
+    """A strategy's result does not fit the model's floating-point format.
+
+    Raised instead of returning non-finite logits, e.g. when ``partial_conv``'s window
+    rescaling overflows float16; the message says which samples and what to use instead.
+    """

@@ -10,7 +10,7 @@ from maskbench.engine.interpreter import run_graph
 from maskbench.engine.registry import Context, leaf_types
 from maskbench.engine.tracing import MODEL_LOCK, traced
 from maskbench.engine.variants import Variant, as_variant
-from maskbench.errors import MaskError
+from maskbench.errors import MaskError, NumericalRangeError
 
 __all__ = ["masked_forward"]
 
@@ -96,4 +96,27 @@ def _masked(traced_model, modules, variant: Variant, x: torch.Tensor, keep: torc
         raise TypeError(
             f"masked_forward expects a model returning one tensor, got {type(out).__name__}"
         )
+    if variant is Variant.PARTIAL_CONV and out.dtype == torch.float16:
+        _check_float16_range(out, keep)
     return out
+
+
+def _check_float16_range(out: torch.Tensor, keep: torch.Tensor) -> None:
+    """Refuse non-finite float16 partial-convolution logits (one host sync).
+
+    Partial convolution multiplies each window's output by (window size / visible
+    pixels); over many layers this compounds, e.g. ResNet-50 with one kept pixel gives
+    logits near 1e8 in float32, far beyond float16's 65504. Returning inf/NaN would
+    silently break the strategy's ``finite`` claim.
+    """
+    bad = ~torch.isfinite(out).flatten(1).all(dim=1)
+    if bool(bad.any()):
+        samples = bad.nonzero().flatten().tolist()
+        kept = keep.flatten(1).sum(dim=1)[bad].tolist()
+        raise NumericalRangeError(
+            f"partial_conv: the logits of samples {samples[:10]} overflow float16 (largest "
+            f"finite value 65504); those masks keep {kept[:10]} pixels. Partial convolution "
+            "rescales every window by window size / visible pixels, which compounds over "
+            "the layers when few pixels are kept. Run this strategy with the model in "
+            "float32 or bfloat16."
+        )

@@ -7,6 +7,7 @@ import torch
 from engine_helpers import garbage_like, make_timm_model, patch_mask
 
 from maskbench.engine import Variant, masked_forward
+from maskbench.errors import NumericalRangeError
 
 MODELS = ["resnet50", "efficientnet_b0", "convnext_tiny", "tf_efficientnet_b0"]
 # batch-consistency tolerance relative to the largest |logit| (bf16 has 8 mantissa bits)
@@ -32,6 +33,11 @@ def _check_low_precision(name: str, dtype: torch.dtype, device: str) -> None:
     keep = keep.to(device)
     with torch.no_grad():
         for variant in Variant:
+            if _overflows_float16(model32, x32, keep, variant, dtype):
+                # the method's own float32 logits exceed float16: refused, by name
+                with pytest.raises(NumericalRangeError, match=r"samples \[2\] overflow"):
+                    masked_forward(model, x, keep, variant)
+                x, x32, keep = x[:2], x32[:2], keep[:2]
             out = masked_forward(model, x, keep, variant)
             assert out.dtype == dtype and out.device.type == device
             assert torch.isfinite(out).all(), variant
@@ -45,6 +51,31 @@ def _check_low_precision(name: str, dtype: torch.dtype, device: str) -> None:
             assert _rel_err(out[:2], ref[:2]) <= VS_FLOAT32_RTOL[dtype], variant
         ones = torch.ones_like(keep)
         assert torch.equal(masked_forward(model, x, ones), model(x))
+
+
+def _overflows_float16(model32, x32, keep, variant, dtype) -> bool:
+    if dtype != torch.float16 or variant is not Variant.PARTIAL_CONV:
+        return False
+    reference = masked_forward(model32, x32, keep, variant)
+    return bool(reference.abs().max() > torch.finfo(torch.float16).max)
+
+
+def test_float16_partial_conv_overflow_is_refused_with_the_samples_named():
+    """partial_conv's rescaling compounds: one kept pixel gives ResNet-50 logits near 1e8
+    in float32. In float16 that is refused, not returned as inf/NaN; other samples and
+    the other variants still run."""
+    model32 = make_timm_model("resnet50")
+    model = make_timm_model("resnet50").half()
+    x32 = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    keep = patch_mask(3, 64, 8, 0.5, seed=2)
+    keep[2] = False
+    keep[2, :, 30, 30] = True
+    with torch.no_grad():
+        assert masked_forward(model32, x32, keep, "partial_conv")[2].abs().max() > 65504
+        with pytest.raises(NumericalRangeError, match=r"samples \[2\] overflow float16"):
+            masked_forward(model, x32.half(), keep, "partial_conv")
+        assert torch.isfinite(masked_forward(model, x32[:2].half(), keep[:2], "partial_conv")).all()
+        assert torch.isfinite(masked_forward(model, x32.half(), keep, "layer_masking")).all()
 
 
 @pytest.mark.parametrize("name", MODELS)
