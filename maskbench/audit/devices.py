@@ -81,3 +81,19 @@ def torch_threads(device_type: str, requested: int) -> int | None:
     if device_type != "cpu" and requested == 1:
         return None
     return requested
+
+
+def disable_tf32() -> None:
+    """Make CUDA float32 convolutions and matrix products round like float32.
+
+    PyTorch lets cuDNN convolutions use TF32 (10-bit mantissa) by default on Ampere and
+    newer GPUs, and which kernel runs depends on the batch size; measured on an H200,
+    a batch and its samples one by one then differ by up to 4e-4 of the largest logit,
+    which no float32 claim can be held to. The audit checks float32 semantics, so on
+    CUDA it turns TF32 off (recorded in the scorecard). Flags only: CUDA is not
+    initialised here.
+    """
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False

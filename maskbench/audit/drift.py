@@ -110,7 +110,7 @@ def summarize_drift(drifts: torch.Tensor, fractions: Sequence[float]) -> DriftSu
 
     Each row is one nested sequence (one image, one removal order).
     """
-    drifts = drifts.double()
+    drifts = drifts.detach().double().cpu()  # small; the fractions below live on the CPU
     if drifts.dim() != 2 or drifts.shape[1] != len(fractions):
         raise ValueError(f"drifts must be (sequences, {len(fractions)}), got {tuple(drifts.shape)}")
     x = torch.tensor(list(fractions), dtype=torch.float64)

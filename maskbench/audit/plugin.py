@@ -285,6 +285,8 @@ def pytest_configure(config: pytest.Config) -> None:
         import torch
 
         torch.set_num_threads(threads)
+    if resolved.startswith("cuda"):
+        devices.disable_tf32()
     cases = build_plan(options)
     state = AuditState(
         options=options,

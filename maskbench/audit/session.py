@@ -174,6 +174,7 @@ class AuditSession:
             "device": str(self.device),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "torch_threads": torch.get_num_threads(),
+            "cudnn_tf32": bool(torch.backends.cudnn.allow_tf32),
             "pid": os.getpid(),
             "models_built": sorted(
                 n for n, m in self._models.items() if not isinstance(m, BaseException)

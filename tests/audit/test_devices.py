@@ -118,3 +118,17 @@ def test_controller_hands_workers_the_outer_visible_gpus(monkeypatch):
     node = SimpleNamespace(workerinput={})
     cpu.pytest_configure_node(node)
     assert node.workerinput == {}
+
+
+def test_disable_tf32_turns_off_both_tf32_flags():
+    import torch
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        devices.disable_tf32()
+        assert torch.backends.cudnn.allow_tf32 is False
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -111,3 +111,13 @@ def test_measure_summarises_gaps():
     assert measured.mean == pytest.approx(0.25)
     with pytest.raises(ValueError):
         inv.measure([])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_drift_summary_of_cuda_drifts_equals_the_cpu_one():
+    # Drifts come from the model's device; the summary's fractions live on the CPU.
+    drifts = torch.rand(5, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    fractions = (0.0, 0.3, 0.6, 0.9)
+    assert drift.summarize_drift(drifts.cuda(), fractions) == drift.summarize_drift(
+        drifts, fractions
+    )
