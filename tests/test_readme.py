@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -62,3 +63,27 @@ def test_plugin_example_strategy_is_honest(tmp_path, monkeypatch):
     finally:
         sys.modules.pop("my_fills.fills", None)
         sys.modules.pop("my_fills", None)
+
+
+def test_ci_stops_at_the_first_failing_step(tmp_path):
+    """Run .ci/run with its commands stubbed: a failing lint must fail CI."""
+    script = (ROOT / ".ci" / "run").read_text()
+    fake = tmp_path / "repo"
+    (fake / ".ci").mkdir(parents=True)
+    bin_dir = fake / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    log = tmp_path / "log"
+    for name, status in [("python", 0), ("ruff", 1)]:
+        stub = bin_dir / name
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\nexit {status}\n')
+        stub.chmod(0o755)
+    python3 = tmp_path / "python3"  # `python3 -m venv .venv` must not replace the stubs
+    python3.write_text(f'#!/bin/sh\necho "python3 $*" >> {log}\n')
+    python3.chmod(0o755)
+    (fake / ".ci" / "run").write_text(script)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    result = subprocess.run(["bash", str(fake / ".ci" / "run")], env=env, capture_output=True)
+    calls = log.read_text().splitlines()
+    assert result.returncode != 0
+    assert calls[-1].startswith("ruff check"), calls  # stopped there: pytest never ran
+    assert not any("pytest" in call for call in calls)

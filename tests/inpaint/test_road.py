@@ -15,10 +15,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from maskbench.inpaint.scipy_reference import NEIGHBOUR_WEIGHTS, build_system, scipy_road_solution
 
 from maskbench.inpaint import IMAGENET_MEAN, RoadConvergenceError, road_impute, road_solution
 from maskbench.inpaint import _multigrid as mg
+from maskbench.inpaint.scipy_reference import NEIGHBOUR_WEIGHTS, build_system, scipy_road_solution
 
 ACCURACY = 1e-3  # required max abs error vs spsolve before noise (float32, default tol)
 

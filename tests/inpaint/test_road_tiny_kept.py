@@ -24,11 +24,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from maskbench.inpaint.scipy_reference import NEIGHBOUR_WEIGHTS, scipy_road_solution
 
 import maskbench as mb
 from maskbench.inpaint import RoadConvergenceError, road_impute, road_solution
 from maskbench.inpaint import _multigrid as mg
+from maskbench.inpaint.scipy_reference import NEIGHBOUR_WEIGHTS, scipy_road_solution
 
 ACCURACY = 1e-3  # max abs error vs spsolve (float32, default tol), as in test_road.py
 EQUATION_TOL = 1e-4  # max |removed pixel - weighted mean of its neighbours|
