@@ -8,12 +8,17 @@ index, and never by pixel values, which could leak removed content).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 _HASH_MODULUS = (1 << 61) - 1  # a Mersenne prime: the key fits an int64 seed
 
 
+@functools.lru_cache(maxsize=8)
 def _position_weights(numel: int, device: torch.device) -> torch.Tensor:
+    # Cached: drawing 50k int64 on the CPU and copying them over cost more than the
+    # noise itself on a GPU. The tensor is never written to.
     generator = torch.Generator().manual_seed(0x6D61736B)  # "mask"
     weights = torch.randint(1, 1 << 30, (numel,), generator=generator, dtype=torch.int64)
     return weights.to(device)

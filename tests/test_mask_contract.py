@@ -62,6 +62,21 @@ def test_malformed_images_raise_image_error(batch_images, message):
         check_images(batch_images)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", [(0, 0, 0, 0), (1, 2, 7, 3)])
+def test_one_non_finite_pixel_among_valid_ones_is_found_and_counted(bad, where):
+    batch_images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    batch_images[where] = bad
+    with pytest.raises(mb.ImageError, match="contain 1 NaN or Inf values"):
+        check_images(batch_images)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_valid_images_of_every_float_dtype_pass(dtype):
+    batch_images = torch.rand(2, 3, 8, 8).to(dtype)
+    assert check_images(batch_images) is batch_images
+
+
 @pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int64, torch.float32])
 def test_binary_masks_of_any_dtype_become_bool(dtype):
     raw = (torch.arange(64).reshape(8, 8) % 3 == 0).to(dtype)
