@@ -53,6 +53,11 @@ class Layout(NamedTuple):
 NCHW = Layout(4, 2, 3)
 
 
+#: Device types on which masks may read their values on the host (``all_visible``,
+#: ``equals``) to skip work; elsewhere no mask op synchronises with the host.
+SYNC_DEVICES: frozenset[str] = frozenset({"cpu"})
+
+
 class Mask:
     """A keep-mask of shape (B, 1, H, W), bool, True = visible; one forward pass only.
 
@@ -111,9 +116,13 @@ class Mask:
     def all_visible(self) -> bool:
         """True when every position of every sample is visible (one host sync, cached).
 
-        In symbolic (check) mode this is always False, so no shortcut is taken.
+        Rules use it to skip masking work that would change nothing. Only where a host
+        sync is cheap (:data:`SYNC_DEVICES`): on a GPU each sync stalls the launch queue,
+        and ResNet-50 would take some 20 of them per forward, so there this returns
+        False and the general path runs (same values up to float rounding). Always
+        False in symbolic (check) mode.
         """
-        if self._symbolic:
+        if self._symbolic or self.keep.device.type not in SYNC_DEVICES:
             return False
         if self._all is None:
             self._all = bool(self.keep.all())
@@ -356,9 +365,10 @@ def intersect(masks: list[Mask]) -> Mask:
         keep = first.keep
         for m in unique[1:]:
             keep = keep & m.keep
-        if not first._symbolic:
+        if not first._symbolic and keep.device.type in SYNC_DEVICES:
             # reuse an input mask object when it *is* the intersection (the usual case
-            # for residual adds), so memoised derivations keep being shared downstream
+            # for residual adds), so memoised derivations keep being shared downstream;
+            # not on a GPU, where the comparison would cost a host sync
             for m in unique:
                 if torch.equal(keep, m.keep):
                     return m
