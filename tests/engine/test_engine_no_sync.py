@@ -1,10 +1,10 @@
-"""The GPU path of the engine, run on the CPU: no shortcut that needs a host sync.
+"""The engine without host shortcuts (``masks.HOST_SHORTCUTS = False``).
 
-On CUDA, masks never read their values on the host (``masks.SYNC_DEVICES``): rules do
-not skip work for all-visible masks and intersections are not matched to their inputs.
-These shortcuts must change nothing but speed, so running the CPU without them has to
-give the same logits (up to float32 rounding: a partial convolution adds its bias after
-a rescaling by exactly 1) and keep content independence exact.
+With the shortcuts, masks read their values on the host to skip work that changes
+nothing: fills for all-visible masks, and new mask objects for intersections equal to
+an input. Without them no mask op synchronises with the host. The shortcuts must change
+nothing but speed: the same logits (up to float32 rounding: a partial convolution adds
+its bias after a rescaling by exactly 1), and content independence stays exact.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def test_without_host_syncs_the_logits_are_the_same(name, monkeypatch):
     keep[2, :, 10:14, 50:53] = True  # a tiny kept region: masks stay partial to the end
     with torch.no_grad():
         expected = {v: masked_forward(model, x, keep, v) for v in Variant}
-        monkeypatch.setattr(engine_masks, "SYNC_DEVICES", frozenset())
+        monkeypatch.setattr(engine_masks, "HOST_SHORTCUTS", False)
         for variant in Variant:
             got = masked_forward(model, x, keep, variant)
             scale = expected[variant].abs().max()
