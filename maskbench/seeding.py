@@ -46,6 +46,17 @@ def sample_generators(keep: torch.Tensor, seed: int) -> list[torch.Generator]:
     return generators
 
 
+def _per_sample(
+    draw, shape: tuple[int, ...], keep: torch.Tensor, seed: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """``(B, *shape)`` draws of ``draw`` (``torch.rand``/``randn``), one generator each."""
+    draws = [
+        draw(shape, generator=g, device=keep.device, dtype=torch.float32)
+        for g in sample_generators(keep, seed)
+    ]
+    return torch.stack(draws).to(dtype)
+
+
 def per_sample_randn(
     shape: tuple[int, ...],
     keep: torch.Tensor,
@@ -54,11 +65,7 @@ def per_sample_randn(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Standard normal noise of ``(B, *shape)``; sample b's draw depends on its mask only."""
-    draws = [
-        torch.randn(shape, generator=g, device=keep.device, dtype=torch.float32)
-        for g in sample_generators(keep, seed)
-    ]
-    return torch.stack(draws).to(dtype)
+    return _per_sample(torch.randn, shape, keep, seed, dtype)
 
 
 def per_sample_rand(
@@ -69,8 +76,4 @@ def per_sample_rand(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Uniform [0, 1) noise of ``(B, *shape)``; sample b's draw depends on its mask only."""
-    draws = [
-        torch.rand(shape, generator=g, device=keep.device, dtype=torch.float32)
-        for g in sample_generators(keep, seed)
-    ]
-    return torch.stack(draws).to(dtype)
+    return _per_sample(torch.rand, shape, keep, seed, dtype)

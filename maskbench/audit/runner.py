@@ -131,7 +131,7 @@ def search_counterexample(
     return None
 
 
-def _error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
     """``module.Type: message`` (without hypothesis' notes, which repeat the example)."""
     kind = type(exc)
     name = (
@@ -201,7 +201,7 @@ def _run(
                 message=(
                     f"strategy {strategy!r} raised on model {model!r} while measuring "
                     f"{check.claim.value!r}.\n  example: {example.describe()}\n  "
-                    f"{_error_text(exc)}"
+                    f"{error_text(exc)}"
                 ),
                 example=example.describe(),
             )
@@ -230,7 +230,7 @@ def _run(
             (
                 f"strategy {strategy!r} raised on model {model!r} while testing "
                 f"{check.claim.value!r}.\n  example: {found.example.describe()}\n  "
-                f"{_error_text(found.error)}"
+                f"{error_text(found.error)}"
             ),
             found.example.describe(),
             searched=searched,

@@ -21,7 +21,7 @@ from maskbench.audit.applicability import crop_applicability, model_stride
 from maskbench.audit.checks import Applicability, AuditInputs, check_for
 from maskbench.audit.images import audit_images
 from maskbench.audit.options import AuditCase, AuditOptions
-from maskbench.audit.runner import ERROR, SearchSettings, run_check
+from maskbench.audit.runner import ERROR, SearchSettings, error_text, run_check
 from maskbench.audit.scorecard import Record
 from maskbench.audit.targets import BuiltModel, build_model
 from maskbench.strategies.registry import get_strategy
@@ -113,7 +113,7 @@ class AuditSession:
                 **base,
                 status=ERROR,
                 figure=check.figure,
-                message=f"model {case.model!r} could not be built: {_error_text(exc)}",
+                message=f"model {case.model!r} could not be built: {error_text(exc)}",
                 seconds=time.perf_counter() - started,
             )
         try:
@@ -145,7 +145,7 @@ class AuditSession:
                 figure=check.figure,
                 message=(
                     f"the audit of {case.strategy!r} / {case.claim!r} on {case.model!r} "
-                    f"raised: {_error_text(exc)}\n{traceback.format_exc(limit=-3)}"
+                    f"raised: {error_text(exc)}\n{traceback.format_exc(limit=-3)}"
                 ),
                 seconds=time.perf_counter() - started,
                 model_info=built.info,
@@ -181,14 +181,3 @@ class AuditSession:
             ),
             "model_load_seconds": dict(self.load_seconds),
         }
-
-
-def _error_text(exc: BaseException) -> str:
-    """``module.Type: message`` (without hypothesis' notes, which repeat the example)."""
-    kind = type(exc)
-    name = (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
-    return f"{name}: {exc}"
