@@ -8,6 +8,7 @@ from pathlib import Path
 
 from maskbench.bench.road import run_road_benchmark
 from maskbench.bench.run import DTYPES, BenchResult, run_benchmark
+from maskbench.errors import MaskbenchError
 from maskbench.io import atomic_write_text
 
 
@@ -53,7 +54,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run the benchmark and write its outputs."""
+    """Run the benchmark and write its outputs; a bad argument exits 2 with one line."""
+    try:
+        return _run(args)
+    except (MaskbenchError, ValueError) as exc:
+        print(f"maskbench bench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
 
     def progress(message: str) -> None:
         print(f"[maskbench bench] {message}", file=sys.stderr, flush=True)

@@ -126,6 +126,7 @@ def run_benchmark(
     target_device = resolve_device(device)
     torch_dtype = DTYPES[dtype]
     names = list(strategies) if strategies is not None else mb.list_strategies()
+    resolved = {name: mb.get_strategy(name) for name in names}  # unknown names fail first
     model = mb.load_model(model_name, weights="random", seed=seed, device=target_device)
     model = model.to(torch_dtype)
     generator = torch.Generator().manual_seed(seed)
@@ -142,8 +143,7 @@ def run_benchmark(
             return model(images)
 
     calls["plain"] = plain
-    for name in names:
-        strategy = mb.get_strategy(name)
+    for name, strategy in resolved.items():
         calls[name] = lambda s=strategy: s(model, images, masks)
         if name == "layer_masking_crop":
             calls[BOX_CASE] = lambda s=strategy: s(model, images, box)

@@ -144,3 +144,11 @@ def test_cli_road_only_needs_no_model(tmp_path, monkeypatch, capsys):
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["cases"] == [] and len(data["road"]) == 3
     assert "ROAD imputation" in (tmp_path / "bench.md").read_text()
+
+
+def test_cli_unknown_strategy_is_one_line_and_exit_2(tmp_path, capsys):
+    code = main(["bench", "--out", str(tmp_path), "--strategies", "nope", "--no-road"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "maskbench bench: error: unknown strategy 'nope'" in err and "Known strategies" in err
+    assert "Traceback" not in err and not (tmp_path / "bench.json").exists()
