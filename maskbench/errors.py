@@ -53,3 +53,8 @@ class NumericalRangeError(MaskbenchError, FloatingPointError):
     Raised instead of returning non-finite logits, e.g. when ``partial_conv``'s window
     rescaling overflows float16; the message says which samples and what to use instead.
     """
+
+
+class DeviceError(MaskbenchError, ValueError):
+    """A device is malformed or not present here (e.g. ``cuda`` on a machine without a
+    GPU, or ``cuda:3`` with two GPUs visible)."""

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from maskbench.errors import UnknownModelError, WeightsUnavailableError
+from maskbench.errors import DeviceError, UnknownModelError, WeightsUnavailableError
 
 logger = logging.getLogger("maskbench")
 
@@ -177,12 +177,34 @@ def _module_device(module: nn.Module) -> torch.device:
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
-    """``None`` -> CPU, ``"auto"`` -> CUDA when available else CPU, else ``torch.device``."""
+    """``None`` -> CPU, ``"auto"`` -> CUDA when available else CPU, else ``torch.device``.
+
+    Raises :class:`DeviceError` for a malformed device and for a CUDA device this
+    machine does not have (instead of torch's driver error at the first allocation).
+    """
     if device is None:
         return torch.device("cpu")
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(
+            f"unknown device {device!r}: use cpu, cuda, cuda:N or auto ({exc})"
+        ) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device {str(device)!r}: CUDA is not available here (no GPU, driver or CUDA "
+                f"build of torch {torch.__version__}); use cpu or auto"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise DeviceError(
+                f"device {str(device)!r}: only {count} CUDA device(s) are visible "
+                f"(cuda:0 .. cuda:{count - 1})"
+            )
+    return resolved
 
 
 def _create_timm(name: str, seed: int, **kwargs: Any) -> nn.Module:

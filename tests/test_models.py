@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import maskbench as mb
-from maskbench.models import IMAGENET_MEAN, IMAGENET_STD, NormalizedModel
+from maskbench.models import IMAGENET_MEAN, IMAGENET_STD, NormalizedModel, resolve_device
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -161,3 +161,22 @@ def test_shipped_benchmark_model_loads_by_name():
     assert random.weights == "random" and not same_weights(random, model)
     with torch.no_grad():
         assert model(torch.rand(2, 3, 96, 96)).shape == (2, 9)
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("gpu", "unknown device 'gpu'"),
+        ("cuda:99", r"CUDA is not available here|only \d+ CUDA device"),
+    ],
+)
+def test_bad_or_missing_devices_raise_device_error(device, message):
+    with pytest.raises(mb.DeviceError, match=message):
+        mb.load_model("resnet18", weights="random", device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a CPU-only machine")
+def test_cuda_on_a_cpu_only_machine_says_so():
+    with pytest.raises(mb.DeviceError, match=r"CUDA is not available here.*use cpu or auto"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
