@@ -19,6 +19,7 @@ The sentence for the report is generated from these numbers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -127,6 +128,37 @@ def _not_tested(evaluation: str, claim: str, method: str, baseline: str, why: st
     )
 
 
+def _compare(
+    evaluation: str,
+    claim: str,
+    method: str,
+    baselines: Sequence[str],
+    present: Sequence[str],
+    values: dict[str, torch.Tensor],
+    boot: Bootstrap,
+    statistic_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    sign: float,
+    statistic: str,
+    fmt: Callable[[dict | None], str],
+    diff_fmt: Callable[[dict | None], str],
+) -> list[Finding]:
+    """One finding per baseline: ``method`` against it, paired over images (a baseline
+    that was not run is reported as not tested)."""
+    findings = []
+    for baseline in baselines:
+        if baseline not in present:
+            why = f"{baseline} was not run"
+            findings.append(_not_tested(evaluation, claim, method, baseline, why))
+            continue
+        estimates = _paired(values, method, baseline, boot, statistic_fn, sign)
+        verdict = verdict_of(estimates[2])
+        sentence = _sentence(claim, method, baseline, statistic, estimates, verdict, fmt, diff_fmt)
+        findings.append(
+            Finding(evaluation, claim, method, baseline, statistic, *estimates, verdict, sentence)
+        )
+    return findings
+
+
 def _paired(
     values: dict[str, torch.Tensor],
     method: str,
@@ -199,31 +231,20 @@ def segment_removal_findings(
         f"fractions {fractions[interior[0]]:g}-{fractions[interior[-1]]:g} and "
         f"{len(result.config['segmentations'])} segmentations ({n} images)"
     )
-    findings = []
-    for baseline in baselines:
-        if baseline not in present:
-            findings.append(
-                _not_tested("segment_removal", claim, method, baseline, f"{baseline} was not run")
-            )
-            continue
-        estimates = _paired(values, method, baseline, boot, _mean_over_conditions, 1.0)
-        verdict = verdict_of(estimates[2])
-        sentence = _sentence(
-            claim,
-            method,
-            baseline,
-            statistic,
-            estimates,
-            verdict,
-            lambda e: _fmt(e, 100, 1, "%"),
-            lambda e: _fmt(e, 100, 1, " points"),
-        )
-        findings.append(
-            Finding(
-                "segment_removal", claim, method, baseline, statistic, *estimates, verdict, sentence
-            )
-        )
-    return findings
+    return _compare(
+        "segment_removal",
+        claim,
+        method,
+        baselines,
+        present,
+        values,
+        boot,
+        _mean_over_conditions,
+        1.0,
+        statistic,
+        lambda e: _fmt(e, 100, 1, "%"),
+        lambda e: _fmt(e, 100, 1, " points"),
+    )
 
 
 def segment_removal_order_contrasts(
@@ -309,31 +330,21 @@ def shape_leakage_findings(
         f"with the same mask shifted off the object ({n} clean-correct images; lower is "
         "better)"
     )
-    findings = []
-    for baseline in baselines:
-        if baseline not in present:
-            findings.append(
-                _not_tested("shape_leakage", claim, method, baseline, f"{baseline} was not run")
-            )
-            continue
-        estimates = _paired(values, method, baseline, boot, ratio, -1.0)
-        verdict = verdict_of(estimates[2])
-        sentence = _sentence(
-            claim,
-            method,
-            baseline,
-            statistic,
-            estimates,
-            verdict,
-            lambda e: _fmt(e, 1, 2),
-            lambda e: _fmt(e, 1, 2),
-        )
-        findings.append(
-            Finding(
-                "shape_leakage", claim, method, baseline, statistic, *estimates, verdict, sentence
-            )
-        )
-    return findings
+    two_digits = functools.partial(_fmt, scale=1, digits=2)
+    return _compare(
+        "shape_leakage",
+        claim,
+        method,
+        baselines,
+        present,
+        values,
+        boot,
+        ratio,
+        -1.0,
+        statistic,
+        two_digits,
+        two_digits,
+    )
 
 
 def lime_findings(
@@ -364,27 +375,21 @@ def lime_findings(
         "mean cosine similarity between LIME weights and the object's per-segment mass "
         f"({n} images, {result.config['n_samples']} samples each)"
     )
-    findings = []
-    for baseline in baselines:
-        if baseline not in present:
-            findings.append(_not_tested("lime", claim, method, baseline, f"{baseline} was not run"))
-            continue
-        estimates = _paired(values, method, baseline, boot, weighted_mean, 1.0)
-        verdict = verdict_of(estimates[2])
-        sentence = _sentence(
-            claim,
-            method,
-            baseline,
-            statistic,
-            estimates,
-            verdict,
-            lambda e: _fmt(e, 1, 3),
-            lambda e: _fmt(e, 1, 3),
-        )
-        findings.append(
-            Finding("lime", claim, method, baseline, statistic, *estimates, verdict, sentence)
-        )
-    return findings
+    three_digits = functools.partial(_fmt, scale=1, digits=3)
+    return _compare(
+        "lime",
+        claim,
+        method,
+        baselines,
+        present,
+        values,
+        boot,
+        weighted_mean,
+        1.0,
+        statistic,
+        three_digits,
+        three_digits,
+    )
 
 
 def all_findings(results: dict[str, EvaluationResult]) -> list[Finding]:
