@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import importlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from maskbench.importing import ImportPathError, import_object
 from maskbench.models import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -89,22 +89,10 @@ def _unknown(name: str) -> TargetError:
 
 def import_factory(path: str) -> Any:
     """The object a ``pkg.module:attr`` path names (raising :class:`TargetError`)."""
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise TargetError(f"--model {path!r}: factory paths look like 'package.module:factory'")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise TargetError(f"--model {path!r}: cannot import {module_name!r}: {exc}") from exc
-    target: Any = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            public = sorted(n for n in dir(module) if not n.startswith("_"))
-            raise TargetError(
-                f"--model {path!r}: module {module_name!r} has no attribute {attr!r} "
-                f"(it has: {', '.join(public[:20])})"
-            )
-        target = getattr(target, part)
+        target = import_object(path, attr_hint="factory")
+    except ImportPathError as exc:
+        raise TargetError(f"--model {path!r}: {exc}") from exc
     if not callable(target):
         raise TargetError(f"--model {path!r} is {type(target).__name__}, not a callable factory")
     return target

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from maskbench.errors import UnknownStrategyError
+from maskbench.importing import ImportPathError, import_object
 from maskbench.strategies.base import Strategy
 
 ENTRY_POINT_GROUP = "maskbench.strategies"
@@ -113,22 +114,10 @@ def _instantiate(target: Any, origin: str, kwargs: dict[str, Any]) -> Strategy:
 
 
 def _import_path(path: str) -> Any:
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise UnknownStrategyError(f"import paths look like 'package.module:attr', got {path!r}")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UnknownStrategyError(
-            f"cannot import {module_name!r} for strategy {path!r}: {exc}"
-        ) from exc
-    target: Any = module
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise UnknownStrategyError(f"{module_name!r} has no attribute {attr!r}") from None
-    return target
+        return import_object(path)
+    except ImportPathError as exc:
+        raise UnknownStrategyError(f"strategy {path!r}: {exc}") from exc
 
 
 def get_strategy(name: str, **kwargs: Any) -> Strategy:
