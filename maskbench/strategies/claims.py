@@ -35,6 +35,19 @@ class Claim(str, Enum):
 
 ALL_CLAIMS: tuple[Claim, ...] = tuple(Claim)
 
+#: What a strategy promises when its output ignores the removed pixels, is computed per
+#: sample and is deterministic and finite: most built-ins (constant fills, noise,
+#: inpainting, the layer-masking variants; crop-exact adds its own two).
+CONTENT_INDEPENDENT_CLAIMS: frozenset[Claim] = frozenset(
+    {
+        Claim.IDENTITY,
+        Claim.CONTENT_INDEPENDENCE,
+        Claim.BATCH_CONSISTENCY,
+        Claim.DETERMINISM,
+        Claim.FINITE,
+    }
+)
+
 
 def as_claims(values) -> frozenset[Claim]:
     """Convert names or Claim members to a frozenset of Claim, rejecting unknown names."""

@@ -8,19 +8,8 @@ import torch
 
 from maskbench.models import IMAGENET_MEAN
 from maskbench.strategies.base import InputSpaceStrategy
-from maskbench.strategies.claims import Claim
+from maskbench.strategies.claims import CONTENT_INDEPENDENT_CLAIMS
 from maskbench.strategies.registry import register_strategy
-
-#: What a constant fill promises: the fill ignores removed pixels and is per sample.
-CONSTANT_FILL_CLAIMS = frozenset(
-    {
-        Claim.IDENTITY,
-        Claim.CONTENT_INDEPENDENCE,
-        Claim.BATCH_CONSISTENCY,
-        Claim.DETERMINISM,
-        Claim.FINITE,
-    }
-)
 
 
 def _colour_image(colour: Sequence[float], images: torch.Tensor) -> torch.Tensor:
@@ -36,7 +25,7 @@ def _colour_image(colour: Sequence[float], images: torch.Tensor) -> torch.Tensor
 class ColourFill(InputSpaceStrategy):
     """Paint removed pixels with one constant colour (pixel space)."""
 
-    claims = CONSTANT_FILL_CLAIMS
+    claims = CONTENT_INDEPENDENT_CLAIMS
 
     def __init__(self, colour: Sequence[float] = (0.0, 0.0, 0.0), **kwargs) -> None:
         super().__init__(**kwargs)
@@ -73,7 +62,7 @@ class ImageMean(InputSpaceStrategy):
     An image with nothing kept falls back to ``fallback`` (the ImageNet mean colour).
     """
 
-    claims = CONSTANT_FILL_CLAIMS
+    claims = CONTENT_INDEPENDENT_CLAIMS
 
     def __init__(self, fallback: Sequence[float] = IMAGENET_MEAN, **kwargs) -> None:
         super().__init__(**kwargs)

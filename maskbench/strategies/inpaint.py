@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from maskbench.models import IMAGENET_MEAN
 from maskbench.strategies.base import InputSpaceStrategy
-from maskbench.strategies.claims import Claim
+from maskbench.strategies.claims import CONTENT_INDEPENDENT_CLAIMS
 from maskbench.strategies.registry import register_strategy
 
 
@@ -50,15 +50,7 @@ class InpaintNeighbor(InputSpaceStrategy):
     nothing kept becomes ``fallback`` (the ImageNet mean grey).
     """
 
-    claims = frozenset(
-        {
-            Claim.IDENTITY,
-            Claim.CONTENT_INDEPENDENCE,
-            Claim.BATCH_CONSISTENCY,
-            Claim.DETERMINISM,
-            Claim.FINITE,
-        }
-    )
+    claims = CONTENT_INDEPENDENT_CLAIMS
 
     def __init__(self, fallback: Sequence[float] = IMAGENET_MEAN, **kwargs) -> None:
         super().__init__(**kwargs)

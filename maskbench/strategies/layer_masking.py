@@ -16,18 +16,8 @@ from maskbench.engine import Variant, crop_applicability, masked_forward
 from maskbench.errors import UnsupportedModelError
 from maskbench.models import split_model
 from maskbench.strategies.base import Strategy
-from maskbench.strategies.claims import Claim
+from maskbench.strategies.claims import CONTENT_INDEPENDENT_CLAIMS, Claim
 from maskbench.strategies.registry import register_strategy
-
-ENGINE_CLAIMS = frozenset(
-    {
-        Claim.IDENTITY,
-        Claim.CONTENT_INDEPENDENCE,
-        Claim.BATCH_CONSISTENCY,
-        Claim.DETERMINISM,
-        Claim.FINITE,
-    }
-)
 
 
 class EngineStrategy(Strategy):
@@ -61,7 +51,7 @@ class LayerMasking(EngineStrategy):
     intersection at adds, masked means in squeeze-excite and global pooling."""
 
     variant = Variant.PAPER
-    claims = ENGINE_CLAIMS
+    claims = CONTENT_INDEPENDENT_CLAIMS
 
 
 @register_strategy("layer_masking_zero")
@@ -69,7 +59,7 @@ class LayerMaskingZero(EngineStrategy):
     """The paper's "masking only" ablation: zero fill instead of neighbour padding."""
 
     variant = Variant.ZERO
-    claims = ENGINE_CLAIMS
+    claims = CONTENT_INDEPENDENT_CLAIMS
 
 
 @register_strategy("partial_conv")
@@ -82,7 +72,7 @@ class PartialConv(EngineStrategy):
     """
 
     variant = Variant.PARTIAL_CONV
-    claims = ENGINE_CLAIMS
+    claims = CONTENT_INDEPENDENT_CLAIMS
     #: Multiplier on the dtype's rounding tolerance for rounding-level claims.
     rounding_scale = 20.0
 
@@ -113,7 +103,7 @@ class LayerMaskingCrop(EngineStrategy):
     """
 
     variant = Variant.CROP
-    claims = ENGINE_CLAIMS | {Claim.CROP_EQUIVALENCE, Claim.TRANSLATION_INVARIANCE}
+    claims = CONTENT_INDEPENDENT_CLAIMS | {Claim.CROP_EQUIVALENCE, Claim.TRANSLATION_INVARIANCE}
 
     def __init__(self, *, fast_path: bool = True, min_saving: float = 0.75, **kwargs) -> None:
         super().__init__(**kwargs)

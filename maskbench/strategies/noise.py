@@ -6,7 +6,7 @@ import torch
 
 from maskbench.seeding import per_sample_rand
 from maskbench.strategies.base import InputSpaceStrategy
-from maskbench.strategies.claims import Claim
+from maskbench.strategies.claims import CONTENT_INDEPENDENT_CLAIMS
 from maskbench.strategies.registry import register_strategy
 
 
@@ -18,15 +18,7 @@ class Noise(InputSpaceStrategy):
     mask, so it is the same alone or in any batch, and never depends on pixel values.
     """
 
-    claims = frozenset(
-        {
-            Claim.IDENTITY,
-            Claim.CONTENT_INDEPENDENCE,
-            Claim.BATCH_CONSISTENCY,
-            Claim.DETERMINISM,
-            Claim.FINITE,
-        }
-    )
+    claims = CONTENT_INDEPENDENT_CLAIMS
 
     def __init__(self, seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)

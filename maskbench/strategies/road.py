@@ -6,7 +6,7 @@ import torch
 
 from maskbench.inpaint import road_impute
 from maskbench.strategies.base import InputSpaceStrategy
-from maskbench.strategies.claims import Claim
+from maskbench.strategies.claims import CONTENT_INDEPENDENT_CLAIMS
 from maskbench.strategies.registry import register_strategy
 
 
@@ -21,15 +21,7 @@ class InpaintLinear(InputSpaceStrategy):
     See :func:`maskbench.inpaint.road_impute`.
     """
 
-    claims = frozenset(
-        {
-            Claim.IDENTITY,
-            Claim.CONTENT_INDEPENDENCE,
-            Claim.BATCH_CONSISTENCY,
-            Claim.DETERMINISM,
-            Claim.FINITE,
-        }
-    )
+    claims = CONTENT_INDEPENDENT_CLAIMS
 
     def __init__(self, noise_std: float = 0.01, seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
