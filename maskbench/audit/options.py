@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maskbench import models
 from maskbench.audit import drift
 from maskbench.audit.checks import DRIFT_REFERENCE_ORDERS
 from maskbench.audit.targets import (
@@ -24,7 +25,7 @@ from maskbench.audit.targets import (
     split_values,
     validate_weights,
 )
-from maskbench.errors import UnknownStrategyError
+from maskbench.errors import DeviceError, UnknownStrategyError
 from maskbench.strategies.claims import ALL_CLAIMS
 from maskbench.strategies.registry import get_strategy, list_strategies
 
@@ -122,26 +123,15 @@ def resolve_device(value: str) -> str:
     """Check a ``--device`` value; ``auto`` becomes ``cuda`` or ``cpu``.
 
     Must run after a worker pinned its GPU (it asks torch whether CUDA is available).
+    Availability and the device index are checked by :func:`maskbench.models.resolve_device`.
     """
-    import torch
-
     text = str(value).strip().lower()
-    if text == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if text == "cpu":
-        return "cpu"
-    if text == "cuda" or text.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise OptionError(f"--device {value}: CUDA is not available here; use cpu or auto")
-        if text.startswith("cuda:"):
-            index = text.partition(":")[2]
-            if not index.isdigit() or int(index) >= torch.cuda.device_count():
-                raise OptionError(
-                    f"--device {value}: expected cuda:N with N < {torch.cuda.device_count()} "
-                    "(the visible CUDA devices)"
-                )
-        return text
-    raise OptionError(f"--device {value!r}: expected auto, cpu, cuda or cuda:N")
+    if text not in ("auto", "cpu", "cuda") and not text.startswith("cuda:"):
+        raise OptionError(f"--device {value!r}: expected auto, cpu, cuda or cuda:N")
+    try:
+        return str(models.resolve_device(text))
+    except DeviceError as exc:
+        raise OptionError(f"--device: {exc}") from None
 
 
 def ci_environment(environ: dict[str, str] | None = None) -> bool:
