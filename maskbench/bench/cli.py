@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from maskbench.bench.road import run_road_benchmark
 from maskbench.bench.run import DTYPES, BenchResult, run_benchmark
 from maskbench.errors import MaskbenchError
@@ -63,15 +65,12 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-
     def progress(message: str) -> None:
         print(f"[maskbench bench] {message}", file=sys.stderr, flush=True)
 
+    if args.threads is not None:  # for both sections (run_benchmark records it)
+        torch.set_num_threads(args.threads)
     if args.road_only:
-        if args.threads is not None:
-            import torch
-
-            torch.set_num_threads(args.threads)
         result = BenchResult(config={}, cases=[])
     else:
         result = run_benchmark(

@@ -43,7 +43,7 @@ def check_images(images: torch.Tensor, *, name: str = "images") -> torch.Tensor:
     if images.shape[0] == 0:
         raise ImageError(f"{name} is an empty batch (B = 0)")
     # One pass and one host sync: min and max propagate NaN, and Inf shows in them.
-    low, high = (float(v) for v in torch.stack(torch.aminmax(images)).tolist())
+    low, high = torch.stack(torch.aminmax(images)).tolist()
     if not (math.isfinite(low) and math.isfinite(high)):
         bad = int((~torch.isfinite(images)).sum())
         raise ImageError(f"{name} contain {bad} NaN or Inf values")
