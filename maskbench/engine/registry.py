@@ -165,7 +165,7 @@ class Context:
     op: str = ""
     geometry: list[GeometryRecord] | None = None
     problems: list[tuple[str, str, str]] | None = None  # (path, op, reason) in check mode
-    masks: list[Mask] = field(default_factory=list)
+    masks: list[Mask] = field(default_factory=list)  # every mask of this forward
 
     def refuse(self, reason: str, op: str | None = None) -> UnsupportedModelError:
         """An :class:`UnsupportedModelError` naming the current module path and op.
@@ -198,16 +198,14 @@ class Context:
             )
 
     def new_mask(self, keep: torch.Tensor) -> Mask:
-        """A mask living for this forward."""
-        mask = Mask(keep, symbolic=self.symbolic)
-        self.masks.append(mask)
-        return mask
+        """A mask living for this forward (``masks`` becomes its family: every mask
+        derived from it is added there)."""
+        return Mask(keep, symbolic=self.symbolic, family=self.masks)
 
     def release(self) -> None:
         """Free this forward's masks and their memos (see :meth:`Mask.release`)."""
-        for mask in self.masks:
-            mask.release()
-        self.masks.clear()
+        if self.masks:
+            self.masks[0].release()  # empties the family, i.e. self.masks
 
     def call(self, module: nn.Module, *args: Any, name: str = "", **kwargs: Any) -> Any:
         """Apply child ``module`` (attribute ``name``) through its masking rule.
