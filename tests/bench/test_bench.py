@@ -132,13 +132,16 @@ def test_road_benchmark_reports_speedups_and_the_error_against_scipy():
 
 
 def test_cli_road_only_needs_no_model(tmp_path, monkeypatch, capsys):
+    # Both modules are imported before patching: importing bench.cli while run.py is
+    # patched would bind the stub into it for good (monkeypatch would "restore" the stub).
+    import maskbench.bench.cli as bench_cli
     import maskbench.bench.run as bench_run
 
     def no_model(*args, **kwargs):
         raise AssertionError("--road-only must not time the strategies")
 
     monkeypatch.setattr(bench_run, "run_benchmark", no_model)
-    monkeypatch.setattr("maskbench.bench.cli.run_benchmark", no_model)
+    monkeypatch.setattr(bench_cli, "run_benchmark", no_model)
     args = ["bench", "--out", str(tmp_path), "--road-only", "--size", "32", "--batch", "2"]
     assert main([*args, "--repeats", "1", "--scipy-images", "1"]) == 0
     data = json.loads((tmp_path / "bench.json").read_text())
