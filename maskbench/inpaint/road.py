@@ -207,8 +207,11 @@ def _assemble(
     if box != (0, image.shape[-2], 0, image.shape[-1]):
         out.copy_(image)
     if noise_std > 0:
-        noise = per_sample_randn(tuple(image.shape), keep.unsqueeze(0), seed, dtype=dtype)[0]
-        imputed = torch.add(imputed, noise[:, r0:r1, c0:c1], alpha=noise_std)
+        # Drawn for the box only (a function of the mask, like the stream's key): a
+        # small hole in a large image does not pay for noise over the whole image.
+        shape = (image.shape[0], r1 - r0, c1 - c0)
+        noise = per_sample_randn(shape, keep.unsqueeze(0), seed, dtype=dtype)[0]
+        imputed = torch.add(imputed, noise, alpha=noise_std)
     torch.where(
         keep[:, r0:r1, c0:c1],
         image[:, r0:r1, c0:c1],

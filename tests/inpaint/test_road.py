@@ -8,6 +8,7 @@ Images are small (at most 64 x 64) so the whole file runs in seconds.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -391,3 +392,13 @@ def test_cuda_matches_cpu():
     kept = keep.cuda().expand_as(noisy)
     assert torch.equal(noisy[kept], images.cuda()[kept])
     assert max_error(gpu[:4], oracle(images[:4], keep[:4])) <= ACCURACY
+
+
+@given(batch=st.integers(1, 200), chunk=st.integers(1, 64))
+def test_chunks_are_contiguous_and_balanced(batch, chunk):
+    chunks = mg._chunks(batch, chunk)
+    assert len(chunks) == -(-batch // chunk)  # as few as the chunk size allows
+    assert chunks[0].start == 0 and chunks[-1].stop == batch
+    assert all(a.stop == b.start for a, b in itertools.pairwise(chunks))
+    sizes = [c.stop - c.start for c in chunks]
+    assert max(sizes) <= chunk and max(sizes) - min(sizes) <= 1
