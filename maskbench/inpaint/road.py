@@ -49,11 +49,14 @@ order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
+from maskbench.errors import ImageError
 from maskbench.inpaint._multigrid import RoadConvergenceError, SolveInfo, solve_system
+from maskbench.masks.validate import check_mask
 from maskbench.seeding import per_sample_randn
 
 __all__ = [
@@ -85,7 +88,8 @@ def road_impute(
 
     Args:
         images: ``(B, C, H, W)`` floating tensor on any device.
-        keep: ``(B, 1, H, W)`` bool tensor on the same device, True = pixel kept (visible).
+        keep: ``(B, 1, H, W)`` (or ``(1, 1, H, W)`` / ``(H, W)``, shared by the batch)
+            bool or 0/1 tensor on the same device, True = pixel kept (visible).
         noise_std: standard deviation of the Gaussian noise added to the imputed pixels
             (ROAD: 0.01). ``0`` gives the noise-free solution (see :func:`road_solution`).
         seed: noise seed; each sample's stream is keyed by ``seed`` and its own mask.
@@ -104,6 +108,11 @@ def road_impute(
         of the input never influence the result (they may even be NaN).
 
     Raises:
+        ImageError: ``images`` is not a float ``(B, C, H, W)`` tensor, or has NaN/Inf at
+            a kept pixel.
+        MaskError: ``keep`` breaks the mask contract (shape, values, device).
+        ValueError: a negative or NaN ``noise_std``, ``tol <= 0``, ``max_iter < 1``, or
+            an ``empty_fill`` with the wrong number of values.
         RoadConvergenceError: some system did not reach ``tol`` within ``max_iter``.
     """
     filled, _ = _impute(images, keep, noise_std, seed, tol, max_iter, empty_fill)
@@ -132,17 +141,45 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _check_inputs(images: torch.Tensor, keep: torch.Tensor, noise_std: float) -> None:
-    """Cheap shape/dtype/device assertions (full validation is the caller's job)."""
-    assert images.dim() == 4, f"images must be (B, C, H, W), got {tuple(images.shape)}"
-    assert images.is_floating_point(), f"images must be floating, got {images.dtype}"
-    batch, _, height, width = images.shape
-    assert keep.shape == (batch, 1, height, width), (
-        f"keep must be {(batch, 1, height, width)}, got {tuple(keep.shape)}"
+def _validated(
+    images: torch.Tensor, keep: torch.Tensor, noise_std: float, tol: float, max_iter: int
+) -> torch.Tensor:
+    """Check the arguments; return ``keep`` as a ``(B, 1, H, W)`` bool tensor.
+
+    Images may hold any finite values at kept pixels (no [0, 1] requirement: ROAD also
+    runs on normalised images) and anything at removed pixels. ``keep`` follows the mask
+    contract of :func:`maskbench.masks.validate.check_mask` (bool or 0/1; ``(B, 1, H,
+    W)``, ``(1, 1, H, W)`` shared by the batch, or ``(H, W)``).
+    """
+    if not isinstance(images, torch.Tensor):
+        raise ImageError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise ImageError(
+            f"images must have shape (B, C, H, W) with B >= 1, got {tuple(images.shape)}"
+        )
+    if not images.is_floating_point():
+        raise ImageError(f"images must be a float tensor, got dtype {images.dtype}")
+    keep = check_mask(
+        keep, size=tuple(images.shape[-2:]), device=images.device, batch=images.shape[0]
     )
-    assert keep.dtype == torch.bool, f"keep must be bool, got {keep.dtype}"
-    assert keep.device == images.device, "images and keep must be on the same device"
-    assert noise_std >= 0, f"noise_std must be >= 0, got {noise_std}"
+    keep = keep.expand(images.shape[0], 1, *images.shape[-2:])
+    if not (math.isfinite(noise_std) and noise_std >= 0):
+        raise ValueError(f"noise_std must be a finite number >= 0, got {noise_std}")
+    if not (math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a finite number > 0, got {tol}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    # NaN or Inf at a kept pixel would enter the system (or its scale) and break the
+    # solve with a misleading error; one pass, one host sync.
+    bad = (~torch.isfinite(images) & keep).flatten(1).any(dim=1)
+    if bool(bad.any()):
+        samples = torch.nonzero(bad).flatten().tolist()
+        raise ImageError(
+            f"images contain NaN or Inf at kept pixels (samples {samples[:10]}"
+            f"{' ...' if len(samples) > 10 else ''}); removed pixels may hold anything, "
+            "kept pixels must be finite"
+        )
+    return keep
 
 
 Box = tuple[int, int, int, int]  # rows [r0, r1), columns [c0, c1)
@@ -157,10 +194,11 @@ def _impute(
     max_iter: int,
     empty_fill: float | Sequence[float] | None,
 ) -> tuple[torch.Tensor, list[SolveInfo]]:
-    _check_inputs(images, keep, noise_std)
+    keep = _validated(images, keep, noise_std, tol, max_iter)
+    dtype = compute_dtype(images.dtype)
+    fill = _empty_fill_values(images.shape[1], empty_fill, images, dtype)  # checked early
     boxes = _hole_boxes(keep)
     has_kept = keep.flatten(1).any(dim=1).tolist()
-    dtype = compute_dtype(images.dtype)
     solutions: dict[int, torch.Tensor] = {}
     infos: list[SolveInfo] = []
     groups: dict[tuple[int, int], list[int]] = {}
@@ -180,7 +218,6 @@ def _impute(
             continue
         if not has_kept[i]:
             box = (0, images.shape[-2], 0, images.shape[-1])
-            fill = _empty_fill_values(images.shape[1], empty_fill, images, dtype)
             imputed = fill.expand(images.shape[1], *images.shape[-2:])
         else:
             imputed = solutions[i]
@@ -310,5 +347,6 @@ def _empty_fill_values(
         values = (float(empty_fill),) * channels
     else:
         values = tuple(float(v) for v in empty_fill)
-        assert len(values) == channels, f"empty_fill needs {channels} values, got {len(values)}"
+        if len(values) != channels:
+            raise ValueError(f"empty_fill needs one number or {channels} values, got {len(values)}")
     return torch.tensor(values, dtype=dtype, device=like.device).view(channels, 1, 1)

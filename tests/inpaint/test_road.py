@@ -17,6 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from maskbench.errors import ImageError, MaskError
 from maskbench.inpaint import IMAGENET_MEAN, RoadConvergenceError, road_impute, road_solution
 from maskbench.inpaint import _multigrid as mg
 from maskbench.inpaint.scipy_reference import NEIGHBOUR_WEIGHTS, build_system, scipy_road_solution
@@ -316,12 +317,54 @@ def test_unconverged_solve_raises():
         road_impute(images, keep, tol=1e-9, max_iter=2)
 
 
-def test_shape_mismatch_is_caught():
+@pytest.mark.parametrize(
+    ("keep", "message"),
+    [
+        (torch.ones((2, 16, 16), dtype=torch.bool), "must have shape"),
+        (torch.ones((2, 1, 8, 16), dtype=torch.bool), "does not match the images"),
+        (torch.ones((3, 1, 16, 16), dtype=torch.bool), "mask batch 3"),
+        (torch.full((2, 1, 16, 16), 0.5), "must be 0 or 1"),
+    ],
+)
+def test_bad_masks_raise_mask_errors(keep, message):
+    with pytest.raises(MaskError, match=message):
+        road_impute(random_images(2, 16, seed=26), keep)
+
+
+def test_masks_follow_the_library_contract():
+    # 0/1 floats, one (1, 1, H, W) mask for the batch, or an (H, W) mask: same result.
     images = random_images(2, 16, seed=26)
-    with pytest.raises(AssertionError):
-        road_impute(images, torch.ones((2, 16, 16), dtype=torch.bool))
-    with pytest.raises(AssertionError):
-        road_impute(images, torch.ones((2, 1, 16, 16)))
+    keep = random_keep(1, 16, 0.5, seed=27)
+    expected = road_impute(images, keep.expand(2, 1, 16, 16))
+    assert torch.equal(road_impute(images, keep.float()), expected)
+    assert torch.equal(road_impute(images, keep[0, 0]), expected)
+
+
+def test_bad_images_and_arguments_raise_specific_errors():
+    images = random_images(2, 16, seed=28)
+    keep = random_keep(2, 16, 0.5, seed=29)
+    with pytest.raises(ImageError, match="float"):
+        road_impute((images * 255).to(torch.uint8), keep)
+    with pytest.raises(ImageError, match="shape"):
+        road_impute(images[0], keep[0])
+    for name, value in [("noise_std", -0.1), ("noise_std", math.nan), ("tol", 0.0)]:
+        with pytest.raises(ValueError, match=name):
+            road_impute(images, keep, **{name: value})
+    with pytest.raises(ValueError, match="max_iter"):
+        road_impute(images, keep, max_iter=0)
+    with pytest.raises(ValueError, match="empty_fill"):  # checked even when unused
+        road_impute(images, keep, empty_fill=(0.1, 0.2))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_kept_pixels_are_named_but_removed_ones_are_ignored(bad):
+    images = random_images(3, 16, seed=30)
+    keep = random_keep(3, 16, 0.5, seed=31)
+    images[1, 2][~keep[1, 0]] = bad  # removed: allowed, they never matter
+    road_impute(images, keep)
+    images[2, 0][keep[2, 0]] = bad
+    with pytest.raises(ImageError, match=r"kept pixels \(samples \[2\]\)"):
+        road_impute(images, keep)
 
 
 # -- the solver's building blocks --------------------------------------------------------
