@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from maskbench.bench.road import run_road_benchmark
-from maskbench.bench.run import DTYPES, BenchResult, run_benchmark
+from maskbench.bench.run import DTYPES, BenchResult, environment, run_benchmark
 from maskbench.errors import MaskbenchError
 from maskbench.io import atomic_write_text
 
@@ -90,10 +90,11 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_road:
         from maskbench.models import resolve_device
 
+        road_device = resolve_device(args.device)
         result.road = run_road_benchmark(
             batch=args.batch,
             size=args.size,
-            device=resolve_device(args.device),
+            device=road_device,
             repeats=args.repeats,
             scipy_images=args.scipy_images,
             seed=args.seed,
@@ -106,6 +107,7 @@ def _run(args: argparse.Namespace) -> int:
             "repeats": args.repeats,
             "scipy_images": args.scipy_images,
             "seed": args.seed,
+            **environment(road_device),
         }
     markdown = result.to_markdown()
     atomic_write_text(args.out / "bench.json", result.to_json())

@@ -22,8 +22,9 @@ from __future__ import annotations
 import functools
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -160,12 +161,22 @@ def run_road_benchmark(
     return results
 
 
-def road_markdown(rows: list[RoadCaseResult], batch: int, size: int, repeats: int) -> str:
-    """The ROAD results as a Markdown table with a one-line description."""
+def road_markdown(rows: list[RoadCaseResult], config: Mapping[str, Any]) -> str:
+    """The ROAD results as a Markdown table with a one-line description.
+
+    ``config`` needs ``batch``, ``size`` and ``repeats``; ``device_name``, ``threads``
+    and ``scipy`` (see :func:`maskbench.bench.run.environment`) are shown when present.
+    """
+    size = config["size"]
+    where = ""
+    if "device_name" in config:
+        where = f"device {config['device_name']}, {config['threads']} torch threads, "
+        where += f"SciPy {config['scipy']}; "
     lines = [
         f"`inpaint_linear` (ROAD imputation): {size}x{size} RGB, one `road_impute` call on a "
-        f"batch of {batch} (noise included) vs SciPy `spsolve` on one image at a time; "
-        f"seconds per image, best of {repeats} interleaved repetitions.",
+        f"batch of {config['batch']} (noise included) vs SciPy `spsolve` on one image at a "
+        f"time; {where}seconds per image, best of {config['repeats']} interleaved "
+        "repetitions.",
         "",
         "| case | SciPy s/image | ours s/image | speed-up | median speed-up | target | met "
         "| max error vs SciPy |",

@@ -60,8 +60,7 @@ class BenchResult:
         if self.cases:
             sections.append(self._strategies_markdown())
         if self.road:
-            rc = self.road_config
-            sections.append(road_markdown(self.road, rc["batch"], rc["size"], rc["repeats"]))
+            sections.append(road_markdown(self.road, self.road_config))
         return "\n".join(sections)
 
     def missed_targets(self) -> list[str]:
@@ -95,6 +94,25 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Where and with what a benchmark ran: device name, torch threads, the versions of
+    torch, NumPy, SciPy and maskbench, and the date (UTC)."""
+    import numpy
+    import scipy
+
+    import maskbench as mb
+
+    return {
+        "device_name": _device_name(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "maskbench": mb.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def run_benchmark(
@@ -177,14 +195,10 @@ def run_benchmark(
         "batch": batch,
         "size": size,
         "device": str(target_device),
-        "device_name": _device_name(target_device),
         "dtype": dtype,
-        "threads": torch.get_num_threads(),
         "warmup": warmup,
         "repeats": repeats,
         "seed": seed,
-        "torch": torch.__version__,
-        "maskbench": mb.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **environment(target_device),
     }
     return BenchResult(config=config, cases=rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import scipy
 import torch
 
 from maskbench.bench.memory import peak_memory_bytes
@@ -128,7 +129,8 @@ def test_road_benchmark_reports_speedups_and_the_error_against_scipy():
         assert row.max_abs_error_vs_scipy <= ROAD_MAX_ERROR
         assert row.target == ROAD_TARGETS[0]
         assert row.met == (row.speedup >= row.target)
-    assert "| random pixels, 50% removed |" in road_markdown(rows, 2, 32, 2)
+    table = road_markdown(rows, {"batch": 2, "size": 32, "repeats": 2})
+    assert "| random pixels, 50% removed |" in table and "32x32 RGB" in table
 
 
 def test_cli_road_only_needs_no_model(tmp_path, monkeypatch, capsys):
@@ -146,7 +148,11 @@ def test_cli_road_only_needs_no_model(tmp_path, monkeypatch, capsys):
     assert main([*args, "--repeats", "1", "--scipy-images", "1"]) == 0
     data = json.loads((tmp_path / "bench.json").read_text())
     assert data["cases"] == [] and len(data["road"]) == 3
-    assert "ROAD imputation" in (tmp_path / "bench.md").read_text()
+    road_config = data["road_config"]  # what the comparison ran on, even without a model
+    assert road_config["scipy"] == scipy.__version__ and road_config["torch"] == torch.__version__
+    assert road_config["threads"] == torch.get_num_threads() and road_config["date"]
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "ROAD imputation" in markdown and f"SciPy {scipy.__version__}" in markdown
 
 
 def test_cli_unknown_strategy_is_one_line_and_exit_2(tmp_path, capsys):
