@@ -9,6 +9,7 @@ index, and never by pixel values, which could leak removed content).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import torch
 
@@ -50,11 +51,29 @@ def _per_sample(
     draw, shape: tuple[int, ...], keep: torch.Tensor, seed: int, dtype: torch.dtype
 ) -> torch.Tensor:
     """``(B, *shape)`` draws of ``draw`` (``torch.rand``/``randn``), one generator each."""
-    draws = [
-        draw(shape, generator=g, device=keep.device, dtype=torch.float32)
-        for g in sample_generators(keep, seed)
+    out = torch.empty((keep.shape[0], *shape), dtype=torch.float32, device=keep.device)
+    for row, generator in zip(out, sample_generators(keep, seed), strict=True):
+        draw(shape, generator=generator, out=row)
+    return out.to(dtype)
+
+
+def per_sample_randn_each(
+    shapes: Sequence[tuple[int, ...]],
+    keep: torch.Tensor,
+    seed: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> list[torch.Tensor]:
+    """Standard normal noise of shape ``shapes[b]`` for each sample b (shapes may differ);
+    sample b's draw depends on its mask only, and equals ``per_sample_randn`` of the same
+    shape for that sample."""
+    if len(shapes) != keep.shape[0]:
+        raise ValueError(f"need one shape per sample: {len(shapes)} shapes, {keep.shape[0]} masks")
+    generators = sample_generators(keep, seed)
+    return [
+        torch.randn(shape, generator=g, device=keep.device, dtype=torch.float32).to(dtype)
+        for shape, g in zip(shapes, generators, strict=True)
     ]
-    return torch.stack(draws).to(dtype)
 
 
 def per_sample_randn(

@@ -19,7 +19,7 @@ Agreement with the reference, detail by detail:
   which makes every coefficient an integer) is what is solved here: same solution.
 * Noise: the reference adds ``noise * randn`` to the imputed pixels only (kept pixels
   are returned unchanged), independently per pixel and channel. Same here, but the
-  draws come from :func:`maskbench.seeding.per_sample_randn`, keyed by ``seed`` and the
+  draws come from :func:`maskbench.seeding.per_sample_randn_each`, keyed by ``seed`` and the
   sample's mask, so a sample gets the same noise alone, in any batch and in any order
   (the reference uses the global torch RNG). The stream of a mask differs between CPU
   and CUDA.
@@ -57,7 +57,7 @@ import torch
 from maskbench.errors import ImageError
 from maskbench.inpaint._multigrid import RoadConvergenceError, SolveInfo, solve_system
 from maskbench.masks.validate import check_mask
-from maskbench.seeding import per_sample_randn
+from maskbench.seeding import per_sample_randn_each
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -211,31 +211,40 @@ def _impute(
         )
         solutions.update(zip(rows, crops, strict=True))
         infos.append(info)
+    full = (0, images.shape[-2], 0, images.shape[-1])
+    boxes = [box if box is None or has_kept[i] else full for i, box in enumerate(boxes)]
+    noise = _noise(boxes, keep, images.shape[1], seed, dtype) if noise_std > 0 else {}
     out = torch.empty_like(images)
     for i, box in enumerate(boxes):
         if box is None:  # nothing removed
             out[i] = images[i]
             continue
-        if not has_kept[i]:
-            box = (0, images.shape[-2], 0, images.shape[-1])
-            imputed = fill.expand(images.shape[1], *images.shape[-2:])
-        else:
-            imputed = solutions[i]
-        _assemble(out[i], images[i], keep[i], box, imputed, noise_std, seed, dtype)
+        imputed = solutions[i] if has_kept[i] else fill.expand_as(images[i])
+        if i in noise:
+            imputed = torch.add(imputed, noise.pop(i), alpha=noise_std)
+        _assemble(out[i], images[i], keep[i], box, imputed)
     return out, infos
 
 
+def _noise(
+    boxes: list[Box | None], keep: torch.Tensor, channels: int, seed: int, dtype: torch.dtype
+) -> dict[int, torch.Tensor]:
+    """Standard normal noise over each sample's box (a function of its mask, like the
+    stream's key: a small hole in a large image does not pay for noise over the whole
+    image), keyed by sample index."""
+    rows = [i for i, box in enumerate(boxes) if box is not None]
+    if not rows:
+        return {}
+    shapes = [(channels, boxes[i][1] - boxes[i][0], boxes[i][3] - boxes[i][2]) for i in rows]
+    index = torch.tensor(rows, device=keep.device)
+    draws = per_sample_randn_each(shapes, keep.index_select(0, index), seed, dtype=dtype)
+    return dict(zip(rows, draws, strict=True))
+
+
 def _assemble(
-    out: torch.Tensor,
-    image: torch.Tensor,
-    keep: torch.Tensor,
-    box: Box,
-    imputed: torch.Tensor,
-    noise_std: float,
-    seed: int,
-    dtype: torch.dtype,
+    out: torch.Tensor, image: torch.Tensor, keep: torch.Tensor, box: Box, imputed: torch.Tensor
 ) -> None:
-    """``out = image`` with the removed pixels of ``box`` set to ``imputed`` + noise.
+    """``out = image`` with the removed pixels of ``box`` set to ``imputed``.
 
     One sample at a time, so the selection runs in cache; kept pixels are copied bit for
     bit (a ``where``, never arithmetic, so NaN at removed pixels cannot leak).
@@ -243,12 +252,6 @@ def _assemble(
     r0, r1, c0, c1 = box
     if box != (0, image.shape[-2], 0, image.shape[-1]):
         out.copy_(image)
-    if noise_std > 0:
-        # Drawn for the box only (a function of the mask, like the stream's key): a
-        # small hole in a large image does not pay for noise over the whole image.
-        shape = (image.shape[0], r1 - r0, c1 - c0)
-        noise = per_sample_randn(shape, keep.unsqueeze(0), seed, dtype=dtype)[0]
-        imputed = torch.add(imputed, noise, alpha=noise_std)
     torch.where(
         keep[:, r0:r1, c0:c1],
         image[:, r0:r1, c0:c1],
