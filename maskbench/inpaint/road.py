@@ -40,7 +40,7 @@ Agreement with the reference, detail by detail:
   ``scipy.sparse.linalg.spsolve``), not bit for bit.
 
 Batching: each sample is solved on the bounding box of its removed pixels grown by one
-pixel (the only pixels its equations involve), rounded up to a multiple of 16 per side
+pixel (the only pixels its equations involve), rounded up to a multiple of 8 per side
 and padded with "outside the image" cells; samples with the same rounded box size are
 solved together. A sample's arithmetic therefore depends only on its own image and mask:
 a batch gives exactly (bit for bit, on the CPU) what its samples give one by one, in any
@@ -71,7 +71,7 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 
 DEFAULT_TOL = 1e-4
 DEFAULT_MAX_ITER = 100
-_BOX_GRANULARITY = 16  # box sides are rounded up to a multiple of this (see module doc)
+_BOX_GRANULARITY = 8  # box sides are rounded up to a multiple of this (see module doc)
 
 
 def road_impute(
@@ -289,7 +289,7 @@ def _hole_boxes(keep: torch.Tensor) -> list[Box | None]:
 
 
 def _canonical_size(box: Box, image_size: tuple[int, int] | torch.Size) -> tuple[int, int]:
-    """The grid size a box is solved on: its sides rounded up to a multiple of 16
+    """The grid size a box is solved on: its sides rounded up to a multiple of 8
     (at most the image's), a function of the box alone."""
     r0, r1, c0, c1 = box
     sizes = []
