@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import torch
 
 from maskbench.errors import MaskbenchError
+from maskbench.inpaint._buffers import BufferPool
 
 # Vertex-centred bilinear interpolation weight by 1-D distance to the coarse point.
 _P_WEIGHT = {-1: 0.5, 0: 1.0, 1: 0.5}
@@ -698,9 +699,18 @@ class MultigridSolver:
     # -- conjugate gradients -------------------------------------------------------
 
     def solve(
-        self, b: torch.Tensor, scale: torch.Tensor, *, tol: float, max_iter: int
+        self,
+        b: torch.Tensor,
+        scale: torch.Tensor,
+        *,
+        tol: float,
+        max_iter: int,
+        pool: BufferPool | None = None,
     ) -> tuple[torch.Tensor, SolveInfo]:
         """Solve ``A x = b`` for flat ``b`` of shape ``(B, C, n)`` by preconditioned CG.
+
+        ``pool`` (optional) lends the CG vectors, ``x`` included: the returned ``x`` is
+        then valid until the pool's next release.
 
         Stopping rule, per (sample, channel): ``z = B (b - A x)``, the multigrid estimate
         of the remaining error, has ``max |z| <= tol * scale`` (``scale``: ``(B, C)``, the
@@ -730,7 +740,7 @@ class MultigridSolver:
         Raises :class:`RoadConvergenceError` if some system has not converged after
         ``max_iter`` iterations, or the iteration broke down (non-finite values).
         """
-        state = _CGState(b, scale, tol, self.chunks)
+        state = _CGState(b, scale, tol, self.chunks, pool)
         self.precondition(b, state.z)  # r = b at x = 0
         for i in range(len(self.chunks)):
             state.check(i, self.work)
@@ -822,12 +832,20 @@ class _CGState:
     Scalars are kept per chunk (``(k, C)`` tensors), so a sweep never slices the batch.
     """
 
-    def __init__(self, b: torch.Tensor, scale: torch.Tensor, tol: float, chunks: list[slice]):
-        self.x = torch.zeros_like(b)
+    def __init__(
+        self,
+        b: torch.Tensor,
+        scale: torch.Tensor,
+        tol: float,
+        chunks: list[slice],
+        pool: BufferPool | None = None,
+    ):
+        take = pool.take if pool is not None else torch.empty_like
+        self.x = take(b).zero_()
         self.r = b  # x = 0; the first CG step writes a fresh residual into ``r_buffer``
-        self.r_buffer = torch.empty_like(b)
-        self.z = torch.zeros_like(b)  # a dense coarsest solve writes only the interior
-        self.p = torch.empty_like(b)
+        self.r_buffer = take(b)
+        self.z = take(b).zero_()  # a dense coarsest solve writes only the interior
+        self.p = take(b)
         self.views = [
             _ChunkView(b[sl], self.x[sl], self.r_buffer[sl], self.z[sl], self.p[sl])
             for sl in chunks
@@ -962,6 +980,7 @@ def solve_system(
     tol: float,
     max_iter: int,
     inside: torch.Tensor | None = None,
+    pool: BufferPool | None = None,
 ) -> tuple[torch.Tensor, SolveInfo]:
     """Solve ROAD's system for every image and channel.
 
@@ -974,10 +993,13 @@ def solve_system(
         max_iter: cap on conjugate-gradient iterations.
         inside: optional ``(B, h, w)`` bool, True where a pixel exists; pixels outside
             count as beyond the image border (they are no one's neighbour). Default: all.
+        pool: optional :class:`~maskbench.inpaint._buffers.BufferPool` that lends the
+            CG vectors (no fresh memory, hence no page faults, on repeated calls).
 
     Returns:
         ``(x, info)``: ``x`` is ``(B, C, h, w)``, the solution at unknown pixels and 0
-        elsewhere (a view into a padded buffer).
+        elsewhere (a view into a padded buffer; with a ``pool``, valid until its next
+        release).
     """
     batch, channels = values.shape[:2]
     dtype = values.dtype
@@ -989,5 +1011,5 @@ def solve_system(
         known = torch.where(unknown[sl].unsqueeze(1), 0.0, values[sl])
         rhs[sl] = solver.fine.rhs(sl, known, solver.work)
         scale[sl] = _max_abs(known.flatten(-2))
-    x, info = solver.solve(rhs, scale, tol=tol, max_iter=max_iter)
+    x, info = solver.solve(rhs, scale, tol=tol, max_iter=max_iter, pool=pool)
     return solver.grid.interior(x), info

@@ -58,6 +58,7 @@ from collections.abc import Sequence
 import torch
 
 from maskbench.errors import ImageError
+from maskbench.inpaint._buffers import BufferPool, thread_pool
 from maskbench.inpaint._multigrid import RoadConvergenceError, SolveInfo, solve_system
 from maskbench.masks.validate import check_mask
 from maskbench.seeding import per_sample_randn_each
@@ -204,30 +205,32 @@ def _impute(
     fill = _empty_fill_values(images.shape[1], empty_fill, images, dtype)  # checked early
     boxes = _hole_boxes(keep)
     has_kept = keep.flatten(1).any(dim=1).tolist()
-    solutions: dict[int, torch.Tensor] = {}
-    infos: list[SolveInfo] = []
     groups: dict[tuple[int, int], list[int]] = {}
     for i, box in enumerate(boxes):
         if box is not None and has_kept[i]:
             groups.setdefault(_canonical_size(box, images.shape[-2:]), []).append(i)
-    for size, rows in groups.items():
-        crops, info = _solve_group(
-            images, keep, rows, [boxes[i] for i in rows], size, dtype, tol, max_iter
-        )
-        solutions.update(zip(rows, crops, strict=True))
-        infos.append(info)
     full = (0, images.shape[-2], 0, images.shape[-1])
     boxes = [box if box is None or has_kept[i] else full for i, box in enumerate(boxes)]
-    noise = _noise(boxes, keep, images.shape[1], seed, dtype) if noise_std > 0 else {}
-    out = torch.empty_like(images)
-    for i, box in enumerate(boxes):
-        if box is None:  # nothing removed
-            out[i] = images[i]
-            continue
-        imputed = solutions[i] if has_kept[i] else fill.expand_as(images[i])
-        if i in noise:
-            imputed = torch.add(imputed, noise.pop(i), alpha=noise_std)
-        _assemble(out[i], images[i], keep[i], box, imputed)
+    infos: list[SolveInfo] = []
+    # The solutions live in the pool's buffers until the images are assembled.
+    with thread_pool().lending() as pool:
+        solutions: dict[int, torch.Tensor] = {}
+        for size, rows in groups.items():
+            crops, info = _solve_group(
+                images, keep, rows, [boxes[i] for i in rows], size, dtype, tol, max_iter, pool
+            )
+            solutions.update(zip(rows, crops, strict=True))
+            infos.append(info)
+        noise = _noise(boxes, keep, images.shape[1], seed, dtype) if noise_std > 0 else {}
+        out = torch.empty_like(images)
+        for i, box in enumerate(boxes):
+            if box is None:  # nothing removed
+                out[i] = images[i]
+                continue
+            imputed = solutions[i] if has_kept[i] else fill.expand_as(images[i])
+            if i in noise:
+                imputed = torch.add(imputed, noise.pop(i), alpha=noise_std)
+            _assemble(out[i], images[i], keep[i], box, imputed)
     return out, infos
 
 
@@ -313,11 +316,13 @@ def _solve_group(
     dtype: torch.dtype,
     tol: float,
     max_iter: int,
+    pool: BufferPool,
 ) -> tuple[list[torch.Tensor], SolveInfo]:
     """Solve the samples ``rows`` (boxes of one canonical ``size``) together.
 
     Each box is copied to the top-left corner of a ``size`` grid; the rest of the grid
-    is marked outside the image. Returns each sample's solution on its box.
+    is marked outside the image. Returns each sample's solution on its box (views into
+    ``pool``'s buffers: valid until its release).
     """
     height, width = size
     count, channels = len(rows), images.shape[1]
@@ -328,7 +333,7 @@ def _solve_group(
             images.index_select(0, index).to(dtype) if count < images.shape[0] else images.to(dtype)
         )
         unknown = ~keep.index_select(0, index)[:, 0]
-        solution, info = solve_system(values, unknown, tol=tol, max_iter=max_iter)
+        solution, info = solve_system(values, unknown, tol=tol, max_iter=max_iter, pool=pool)
         return [solution[k] for k in range(count)], info
     values = images.new_zeros((count, channels, height, width), dtype=dtype)
     unknown = torch.zeros((count, height, width), dtype=torch.bool, device=images.device)
@@ -337,7 +342,9 @@ def _solve_group(
         values[k, :, : r1 - r0, : c1 - c0] = images[i, :, r0:r1, c0:c1]
         unknown[k, : r1 - r0, : c1 - c0] = ~keep[i, 0, r0:r1, c0:c1]
         inside[k, : r1 - r0, : c1 - c0] = True
-    solution, info = solve_system(values, unknown, tol=tol, max_iter=max_iter, inside=inside)
+    solution, info = solve_system(
+        values, unknown, tol=tol, max_iter=max_iter, inside=inside, pool=pool
+    )
     crops = [solution[k, :, : r1 - r0, : c1 - c0] for k, (r0, r1, c0, c1) in enumerate(boxes)]
     return crops, info
 
