@@ -60,7 +60,7 @@ import torch
 from maskbench.errors import ImageError
 from maskbench.inpaint._buffers import BufferPool, thread_pool
 from maskbench.inpaint._multigrid import RoadConvergenceError, SolveInfo, solve_system
-from maskbench.masks.validate import check_mask
+from maskbench.masks.validate import check_image_layout, check_mask
 from maskbench.seeding import per_sample_randn_each
 
 __all__ = [
@@ -157,14 +157,7 @@ def _validated(
     contract of :func:`maskbench.masks.validate.check_mask` (bool or 0/1; ``(B, 1, H,
     W)``, ``(1, 1, H, W)`` shared by the batch, or ``(H, W)``).
     """
-    if not isinstance(images, torch.Tensor):
-        raise ImageError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    if images.dim() != 4 or images.shape[0] == 0:
-        raise ImageError(
-            f"images must have shape (B, C, H, W) with B >= 1, got {tuple(images.shape)}"
-        )
-    if not images.is_floating_point():
-        raise ImageError(f"images must be a float tensor, got dtype {images.dtype}")
+    check_image_layout(images)
     keep = check_mask(
         keep, size=tuple(images.shape[-2:]), device=images.device, batch=images.shape[0]
     )

@@ -23,10 +23,11 @@ from maskbench.errors import ImageError, MaskError
 PIXEL_RANGE_SLACK = 1e-3
 
 
-def check_images(images: torch.Tensor, *, name: str = "images") -> torch.Tensor:
-    """Check that ``images`` is a finite float (B, C, H, W) batch in pixel space [0, 1].
+def check_image_layout(images: torch.Tensor, *, name: str = "images") -> torch.Tensor:
+    """Check that ``images`` is a non-empty float (B, C, H, W) tensor, values unread.
 
     Returns the tensor unchanged. Raises :class:`ImageError` naming the problem.
+    :func:`check_images` adds the value checks (finite, in [0, 1]).
     """
     if not isinstance(images, torch.Tensor):
         raise ImageError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
@@ -37,11 +38,20 @@ def check_images(images: torch.Tensor, *, name: str = "images") -> torch.Tensor:
         )
     if not images.is_floating_point():
         raise ImageError(
-            f"{name} must be a float tensor in pixel space [0, 1], got dtype {images.dtype}; "
+            f"{name} must be a float tensor, got dtype {images.dtype}; "
             "convert uint8 images with images.float() / 255"
         )
     if images.shape[0] == 0:
         raise ImageError(f"{name} is an empty batch (B = 0)")
+    return images
+
+
+def check_images(images: torch.Tensor, *, name: str = "images") -> torch.Tensor:
+    """Check that ``images`` is a finite float (B, C, H, W) batch in pixel space [0, 1].
+
+    Returns the tensor unchanged. Raises :class:`ImageError` naming the problem.
+    """
+    check_image_layout(images, name=name)
     # One pass and one host sync: min and max propagate NaN, and Inf shows in them.
     low, high = torch.stack(torch.aminmax(images)).tolist()
     if not (math.isfinite(low) and math.isfinite(high)):
