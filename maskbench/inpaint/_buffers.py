@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["MAX_POOLED_BYTES", "BufferPool", "free_solver_buffers", "thread_pool"]
+__all__ = ["MAX_POOLED_BYTES", "BufferPool", "free_solver_buffers", "thread_buffers"]
 
 _Key = tuple[tuple[int, ...], torch.dtype]
 
@@ -88,7 +88,7 @@ class BufferPool:
 _LOCAL = threading.local()
 
 
-def thread_pool() -> BufferPool:
+def thread_buffers() -> BufferPool:
     """This thread's pool (each thread has its own: calls in parallel threads never
     share scratch)."""
     pool = getattr(_LOCAL, "pool", None)
@@ -100,7 +100,7 @@ def thread_pool() -> BufferPool:
 def free_solver_buffers() -> int:
     """Free the ROAD solver's cached CPU scratch of the calling thread; returns the
     number of bytes released."""
-    pool = thread_pool()
+    pool = thread_buffers()
     released = pool.nbytes
     pool.clear()
     return released

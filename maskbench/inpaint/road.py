@@ -58,7 +58,7 @@ from collections.abc import Sequence
 import torch
 
 from maskbench.errors import ImageError
-from maskbench.inpaint._buffers import BufferPool, thread_pool
+from maskbench.inpaint._buffers import BufferPool, thread_buffers
 from maskbench.inpaint._multigrid import RoadConvergenceError, SolveInfo, solve_system
 from maskbench.masks.validate import check_image_layout, check_mask
 from maskbench.seeding import per_sample_randn_each
@@ -206,7 +206,7 @@ def _impute(
     boxes = [box if box is None or has_kept[i] else full for i, box in enumerate(boxes)]
     infos: list[SolveInfo] = []
     # The solutions live in the pool's buffers until the images are assembled.
-    with thread_pool().lending() as pool:
+    with thread_buffers().lending() as pool:
         solutions: dict[int, torch.Tensor] = {}
         for size, rows in groups.items():
             crops, info = _solve_group(

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from maskbench.inpaint import RoadConvergenceError, free_solver_buffers, road_impute
-from maskbench.inpaint._buffers import BufferPool, thread_pool
+from maskbench.inpaint._buffers import BufferPool, thread_buffers
 
 
 def test_tensors_lent_in_one_call_never_alias_and_come_back_after_release():
@@ -55,10 +55,10 @@ def test_only_cpu_tensors_are_pooled():
 
 def test_each_thread_has_its_own_pool():
     pools = []
-    thread = threading.Thread(target=lambda: pools.append(thread_pool()))
+    thread = threading.Thread(target=lambda: pools.append(thread_buffers()))
     thread.start()
     thread.join()
-    assert pools[0] is not thread_pool()
+    assert pools[0] is not thread_buffers()
 
 
 def test_groups_whose_vectors_have_equal_shapes_do_not_overwrite_each_other():
@@ -80,11 +80,11 @@ def test_repeated_calls_reuse_memory_and_free_releases_it():
     keep = torch.rand((2, 1, 32, 32), generator=torch.Generator().manual_seed(2)) > 0.5
     free_solver_buffers()
     first = road_impute(images, keep)
-    held = thread_pool().nbytes
+    held = thread_buffers().nbytes
     assert held > 0
     assert torch.equal(road_impute(images, keep), first)
-    assert thread_pool().nbytes == held  # nothing new kept: the same buffers again
-    assert free_solver_buffers() == held and thread_pool().nbytes == 0
+    assert thread_buffers().nbytes == held  # nothing new kept: the same buffers again
+    assert free_solver_buffers() == held and thread_buffers().nbytes == 0
 
 
 def test_a_failing_solve_still_returns_its_buffers():
@@ -94,7 +94,7 @@ def test_a_failing_solve_still_returns_its_buffers():
     free_solver_buffers()
     with pytest.raises(RoadConvergenceError):
         road_impute(images, keep, tol=1e-12, max_iter=1)
-    assert thread_pool().nbytes > 0  # taken back at the end of the failed call
-    held = thread_pool().nbytes
+    assert thread_buffers().nbytes > 0  # taken back at the end of the failed call
+    held = thread_buffers().nbytes
     road_impute(images, keep)  # and lent again, not allocated anew
-    assert thread_pool().nbytes == held
+    assert thread_buffers().nbytes == held
