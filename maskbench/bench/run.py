@@ -16,6 +16,7 @@ from maskbench.bench.memory import peak_memory_bytes
 from maskbench.bench.road import RoadCaseResult, road_markdown
 from maskbench.bench.targets import target_for
 from maskbench.bench.timing import median, time_round_robin
+from maskbench.environment import environment_meta
 from maskbench.masks.builders import random_removal_masks, rectangle_masks
 from maskbench.masks.segments import patch_grid
 from maskbench.models import resolve_device
@@ -97,20 +98,19 @@ def _device_name(device: torch.device) -> str:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    """Where and with what a benchmark ran: device name, torch threads, the versions of
-    torch, NumPy, SciPy and maskbench, and the date (UTC)."""
+    """Where and with what a benchmark ran: device name, torch threads, the facts of
+    :func:`maskbench.environment.environment_meta`, NumPy and SciPy versions, and the
+    date (UTC)."""
     import numpy
     import scipy
 
-    import maskbench as mb
-
+    facts = environment_meta()
     return {
         "device_name": _device_name(device),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        "threads": facts.pop("torch_threads"),
+        **facts,
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
-        "maskbench": mb.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from typing import Any
@@ -59,19 +58,6 @@ def model_meta(model: nn.Module) -> dict[str, Any]:
         "classes": list(classes) if classes else None,
         "device": str(model_device(model)),
         "dtype": str(model_dtype(model)).replace("torch.", ""),
-    }
-
-
-def environment_meta() -> dict[str, Any]:
-    """Versions and machine facts that affect timings and numerics."""
-    import maskbench
-
-    return {
-        "maskbench": maskbench.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
     }
 
 

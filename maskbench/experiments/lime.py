@@ -31,10 +31,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from maskbench.environment import environment_meta
 from maskbench.experiments.common import (
     Stopwatch,
     clean_logits,
-    environment_meta,
     image_seed,
     model_device,
     model_dtype,

@@ -17,7 +17,8 @@ from typing import Any
 
 from torch import nn
 
-from maskbench.experiments.common import Stopwatch, environment_meta, model_meta
+from maskbench.environment import environment_meta
+from maskbench.experiments.common import Stopwatch, model_meta
 from maskbench.experiments.data import DataError, EvalData
 from maskbench.experiments.findings import (
     Finding,
