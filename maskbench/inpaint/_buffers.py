@@ -43,13 +43,17 @@ class BufferPool:
 
     def take(self, like: torch.Tensor) -> torch.Tensor:
         """An uninitialised tensor with the shape, dtype and device of ``like``."""
-        if like.device.type != "cpu":
-            return torch.empty_like(like)
-        key = (tuple(like.shape), like.dtype)
+        return self.empty(tuple(like.shape), like.dtype, like.device)
+
+    def empty(
+        self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        """An uninitialised contiguous tensor (pooled on the CPU, fresh elsewhere)."""
+        if device.type != "cpu":
+            return torch.empty(shape, dtype=dtype, device=device)
+        key = (tuple(shape), dtype)
         free = self._free.get(key)
-        tensor = (
-            free.pop() if free else torch.empty_like(like, memory_format=torch.contiguous_format)
-        )
+        tensor = free.pop() if free else torch.empty(shape, dtype=dtype)
         self._lent.append((key, tensor))
         return tensor
 

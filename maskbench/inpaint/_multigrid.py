@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -557,11 +558,64 @@ class _Level:
     chunk_ops: list[_StencilOperator] | None = None  # per chunk, if swept with the fine grid
 
 
-def _chunk_size(batch: int, per_sample_bytes: int, device: torch.device) -> int:
+def fine_chunk_size(unknown: torch.Tensor, channels: int) -> int:
     """Samples per fine-grid sweep: on CPU, few enough for the work to stay in cache."""
-    if device.type != "cpu":
+    batch = unknown.shape[0]
+    if unknown.device.type != "cpu":
         return batch
-    return max(1, min(batch, _CHUNK_BYTES // max(per_sample_bytes, 1)))
+    grid = _Grid(*unknown.shape[-2:])
+    per_sample = _CHUNK_VECTORS * channels * grid.n * unknown.element_size()
+    return max(1, min(batch, _CHUNK_BYTES // max(per_sample, 1)))
+
+
+@dataclass
+class Hierarchy:
+    """What the V-cycle needs of a batch of masks, shared by all channels (and by the
+    torch and the native kernels): the fine operator, the Galerkin coarse stencils and
+    the inverse of the coarsest grid's matrix.
+
+    Attributes:
+        fine: the fine-grid operator (its ``c1``, ``c2``, ``dinv`` are ``(B, 1, n)``).
+        coarse: per coarse level, finest first, its grid and ``(B, 3, 3, h, w)`` stencil;
+            empty when the fine grid is itself the coarsest.
+        coarsest_inverse: ``(B, m, m)`` float64 inverse on the coarsest grid's ``m``
+            interior points (row-major).
+    """
+
+    fine: _FineOperator
+    coarse: list[tuple[_Grid, torch.Tensor]]
+    coarsest_inverse: torch.Tensor
+
+    @staticmethod
+    def build(
+        unknown: torch.Tensor,
+        inside: torch.Tensor | None,
+        chunks: list[slice],
+        native: bool = False,
+    ) -> Hierarchy:
+        """The hierarchy of ``unknown`` (``(B, h, w)`` float, 1 at removed pixels);
+        ``inside`` as in :class:`MultigridSolver`. The first Galerkin product is formed
+        chunk by chunk (the fine stencil is 9 fine-grid fields), or by the native kernel
+        (``native``; float32 CPU only), which gives the same stencil bit for bit."""
+        grid = _Grid(*unknown.shape[-2:])
+        fine = _FineOperator(grid, unknown, inside)
+        coarse: list[tuple[_Grid, torch.Tensor]] = []
+        if max(grid.h, grid.w) > _COARSEST_SIZE:
+            if native:
+                from maskbench.inpaint._native import native_galerkin_first
+
+                stencil = native_galerkin_first(fine)
+            else:
+                stencil = torch.cat([galerkin(fine.stencil(sl)) for sl in chunks])
+            grid = _Grid(*stencil.shape[-2:])
+            coarse.append((grid, stencil))
+        else:
+            stencil = fine.stencil(slice(0, unknown.shape[0]))
+        while max(grid.h, grid.w) > _COARSEST_SIZE:
+            stencil = galerkin(stencil)
+            grid = _Grid(*stencil.shape[-2:])
+            coarse.append((grid, stencil))
+        return Hierarchy(fine, coarse, _coarsest_inverse(_dense_matrix(stencil)))
 
 
 class MultigridSolver:
@@ -584,25 +638,13 @@ class MultigridSolver:
         batch = unknown.shape[0]
         self.channels = channels
         self.grid = _Grid(*unknown.shape[-2:])
-        per_sample = _CHUNK_VECTORS * channels * self.grid.n * unknown.element_size()
-        chunk = _chunk_size(batch, per_sample, unknown.device)
+        chunk = fine_chunk_size(unknown, channels)
         self.chunks = _chunks(batch, chunk)
-        self.fine = _FineOperator(self.grid, unknown, inside)
+        hierarchy = Hierarchy.build(unknown, inside, self.chunks)
+        self.fine = hierarchy.fine
         self.work = _FineWork(unknown, chunk, channels, self.grid)
-        self.levels: list[_Level] = []
-        grid = self.grid
-        if max(grid.h, grid.w) > _COARSEST_SIZE:
-            # The first Galerkin product chunk by chunk (the fine stencil is 9 fields).
-            stencil = torch.cat([galerkin(self.fine.stencil(sl)) for sl in self.chunks])
-            grid = _Grid(*stencil.shape[-2:])
-            self.levels.append(self._make_level(grid, stencil))
-        else:
-            stencil = self.fine.stencil(slice(0, batch))
-        while max(grid.h, grid.w) > _COARSEST_SIZE:
-            stencil = galerkin(stencil)
-            grid = _Grid(*stencil.shape[-2:])
-            self.levels.append(self._make_level(grid, stencil))
-        self.coarsest_inverse = _coarsest_inverse(_dense_matrix(stencil))
+        self.levels = [self._make_level(grid, stencil) for grid, stencil in hierarchy.coarse]
+        self.coarsest_inverse = hierarchy.coarsest_inverse
         self.fine_transfers = None
         if self.levels:
             first = self.levels[0].grid
@@ -938,12 +980,7 @@ class _CGState:
 
     def raise_unconverged(self, max_iter: int) -> None:
         done, worst, scale = torch.cat(self.done), torch.cat(self.worst), torch.cat(self.scale)
-        relative = float((torch.where(done, 0.0, worst) / scale.clamp_min(1e-300)).max())
-        raise RoadConvergenceError(
-            f"ROAD solver did not converge in {max_iter} iterations: worst relative error "
-            f"estimate {relative:.3e} > tol {self.tol:.1e} ({int((~done).sum())} of "
-            f"{done.numel()} (sample, channel) systems)."
-        )
+        raise RoadConvergenceError(unconverged_message(max_iter, self.tol, done, worst, scale))
 
     def info(self, levels: int) -> SolveInfo:
         scale, estimate = torch.cat(self.scale), torch.cat(self.estimate)
@@ -955,6 +992,19 @@ class _CGState:
             float64_residual=torch.cat(self.accurate),
             restarts=self.restarts,
         )
+
+
+def unconverged_message(
+    max_iter: int, tol: float, done: torch.Tensor, worst: torch.Tensor, scale: torch.Tensor
+) -> str:
+    """What :class:`RoadConvergenceError` says when systems are left unconverged:
+    ``done``, ``worst`` (last error estimates) and ``scale`` are per system."""
+    relative = float((torch.where(done, 0.0, worst) / scale.clamp_min(1e-300)).max())
+    return (
+        f"ROAD solver did not converge in {max_iter} iterations: worst relative error "
+        f"estimate {relative:.3e} > tol {tol:.1e} ({int((~done).sum())} of "
+        f"{done.numel()} (sample, channel) systems)."
+    )
 
 
 def _restrict2d(t: torch.Tensor) -> torch.Tensor:
@@ -973,6 +1023,9 @@ def _max_abs(a: torch.Tensor) -> torch.Tensor:
     return torch.maximum(a.amax(dim=-1), -a.amin(dim=-1))
 
 
+Kernels = Literal["auto", "native", "torch"]
+
+
 def solve_system(
     values: torch.Tensor,
     unknown: torch.Tensor,
@@ -981,6 +1034,7 @@ def solve_system(
     max_iter: int,
     inside: torch.Tensor | None = None,
     pool: BufferPool | None = None,
+    kernels: Kernels = "auto",
 ) -> tuple[torch.Tensor, SolveInfo]:
     """Solve ROAD's system for every image and channel.
 
@@ -995,16 +1049,34 @@ def solve_system(
             count as beyond the image border (they are no one's neighbour). Default: all.
         pool: optional :class:`~maskbench.inpaint._buffers.BufferPool` that lends the
             CG vectors (no fresh memory, hence no page faults, on repeated calls).
+        kernels: ``"native"``: the compiled CPU kernel (:mod:`._native`; float32 CPU
+            images only); ``"torch"``: torch operations (any device and dtype);
+            ``"auto"``: native where it applies, else torch. A missing native library is
+            an error under ``"auto"`` too (:class:`~._native.NativeKernelsMissingError`),
+            not a silent slow path.
 
     Returns:
         ``(x, info)``: ``x`` is ``(B, C, h, w)``, the solution at unknown pixels and 0
         elsewhere (a view into a padded buffer; with a ``pool``, valid until its next
         release).
     """
-    batch, channels = values.shape[:2]
+    from maskbench.inpaint import _native
+
+    if kernels not in ("auto", "native", "torch"):
+        raise ValueError(f"kernels must be 'auto', 'native' or 'torch', got {kernels!r}")
+    native = kernels == "native" or (kernels == "auto" and _native.native_supports(values))
+    if native and not _native.native_supports(values):
+        raise ValueError(
+            f"the native ROAD kernel solves float32 CPU images, got {values.dtype} on "
+            f"{values.device.type}; use kernels='torch'"
+        )
     dtype = values.dtype
+    unknown_f = unknown.to(dtype)
     inside_f = None if inside is None else inside.to(dtype)
-    solver = MultigridSolver(unknown.to(dtype), channels, inside_f)
+    if native:
+        return _solve_native(values, unknown, unknown_f, inside_f, tol, max_iter, pool)
+    batch, channels = values.shape[:2]
+    solver = MultigridSolver(unknown_f, channels, inside_f)
     rhs = values.new_empty((batch, channels, solver.grid.n))
     scale = values.new_empty((batch, channels))
     for sl in solver.chunks:
@@ -1013,3 +1085,30 @@ def solve_system(
         scale[sl] = _max_abs(known.flatten(-2))
     x, info = solver.solve(rhs, scale, tol=tol, max_iter=max_iter, pool=pool)
     return solver.grid.interior(x), info
+
+
+def _solve_native(
+    values: torch.Tensor,
+    unknown: torch.Tensor,
+    unknown_f: torch.Tensor,
+    inside_f: torch.Tensor | None,
+    tol: float,
+    max_iter: int,
+    pool: BufferPool | None,
+) -> tuple[torch.Tensor, SolveInfo]:
+    """:func:`solve_system` with the native kernel (same hierarchy and right-hand side
+    as the torch kernels)."""
+    from maskbench.inpaint._native import native_solve
+
+    channels = values.shape[1]
+    chunks = _chunks(values.shape[0], fine_chunk_size(unknown_f, channels))
+    hierarchy = Hierarchy.build(unknown_f, inside_f, chunks, native=True)
+    grid = hierarchy.fine.grid
+    shape = (*values.shape[:2], grid.n)
+    x = (
+        pool.empty(shape, values.dtype, values.device)
+        if pool is not None
+        else values.new_empty(shape)
+    )
+    info = native_solve(hierarchy, values, x, tol=tol, max_iter=max_iter)
+    return grid.interior(x), info

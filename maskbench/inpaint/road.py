@@ -59,7 +59,7 @@ import torch
 
 from maskbench.errors import ImageError
 from maskbench.inpaint._buffers import BufferPool, thread_buffers
-from maskbench.inpaint._multigrid import RoadConvergenceError, SolveInfo, solve_system
+from maskbench.inpaint._multigrid import Kernels, RoadConvergenceError, SolveInfo, solve_system
 from maskbench.masks.validate import check_image_layout, check_mask
 from maskbench.seeding import per_sample_randn_each
 
@@ -87,6 +87,7 @@ def road_impute(
     tol: float = DEFAULT_TOL,
     max_iter: int = DEFAULT_MAX_ITER,
     empty_fill: float | Sequence[float] | None = None,
+    kernels: Kernels = "auto",
 ) -> torch.Tensor:
     """Fill removed pixels with ROAD's noisy linear imputation.
 
@@ -107,6 +108,13 @@ def road_impute(
         max_iter: cap on conjugate-gradient iterations (4 to 6 are typical).
         empty_fill: value(s) for samples with nothing kept (one per channel or a
             scalar); default ImageNet mean grey for 3 channels, else 0.5.
+        kernels: how the solver runs. ``"auto"`` (default): the compiled CPU kernel
+            for images on the CPU solved in float32 (everything but float64), torch
+            operations otherwise (CUDA, float64). ``"torch"``: torch operations
+            everywhere (the same arithmetic as on a GPU). ``"native"``: the compiled
+            kernel, an error where it does not apply. Both solve the same system with
+            the same preconditioner and stopping rule; they agree to float32 round-off
+            (see :mod:`maskbench.inpaint._native`).
 
     Returns:
         A new tensor like ``images``: kept pixels bit-for-bit unchanged, removed pixels
@@ -120,8 +128,10 @@ def road_impute(
         ValueError: a negative or NaN ``noise_std``, ``tol <= 0``, ``max_iter < 1``, or
             an ``empty_fill`` with the wrong number of values.
         RoadConvergenceError: some system did not reach ``tol`` within ``max_iter``.
+        NativeKernelsMissingError: the compiled kernel is needed but was not built
+            (maskbench was not installed with pip).
     """
-    filled, _ = _impute(images, keep, noise_std, seed, tol, max_iter, empty_fill)
+    filled, _ = _impute(images, keep, noise_std, seed, tol, max_iter, empty_fill, kernels)
     return filled
 
 
@@ -132,6 +142,7 @@ def road_solution(
     tol: float = DEFAULT_TOL,
     max_iter: int = DEFAULT_MAX_ITER,
     empty_fill: float | Sequence[float] | None = None,
+    kernels: Kernels = "auto",
 ) -> tuple[torch.Tensor, list[SolveInfo]]:
     """Noise-free ROAD imputation plus solver diagnostics.
 
@@ -139,7 +150,7 @@ def road_solution(
     :class:`~maskbench.inpaint._multigrid.SolveInfo` of each group of samples solved
     together (iterations, error estimates), empty when nothing needed solving.
     """
-    return _impute(images, keep, 0.0, 0, tol, max_iter, empty_fill)
+    return _impute(images, keep, 0.0, 0, tol, max_iter, empty_fill, kernels)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -181,6 +192,18 @@ def _validated(
     return keep
 
 
+def _check_kernels(kernels: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Reject an unknown ``kernels`` value, or ``"native"`` where it cannot run, before
+    any work (also when nothing needs solving)."""
+    if kernels not in ("auto", "native", "torch"):
+        raise ValueError(f"kernels must be 'auto', 'native' or 'torch', got {kernels!r}")
+    if kernels == "native" and not (device.type == "cpu" and dtype == torch.float32):
+        raise ValueError(
+            f"kernels='native' solves on the CPU in float32; these images are solved in "
+            f"{dtype} on {device.type} (use kernels='auto' or 'torch')"
+        )
+
+
 Box = tuple[int, int, int, int]  # rows [r0, r1), columns [c0, c1)
 
 
@@ -192,8 +215,10 @@ def _impute(
     tol: float,
     max_iter: int,
     empty_fill: float | Sequence[float] | None,
+    kernels: Kernels,
 ) -> tuple[torch.Tensor, list[SolveInfo]]:
     keep = _validated(images, keep, noise_std, tol, max_iter)
+    _check_kernels(kernels, images.device, compute_dtype(images.dtype))
     dtype = compute_dtype(images.dtype)
     fill = _empty_fill_values(images.shape[1], empty_fill, images, dtype)  # checked early
     boxes = _hole_boxes(keep)
@@ -210,7 +235,16 @@ def _impute(
         solutions: dict[int, torch.Tensor] = {}
         for size, rows in groups.items():
             crops, info = _solve_group(
-                images, keep, rows, [boxes[i] for i in rows], size, dtype, tol, max_iter, pool
+                images,
+                keep,
+                rows,
+                [boxes[i] for i in rows],
+                size,
+                dtype,
+                tol,
+                max_iter,
+                pool,
+                kernels,
             )
             solutions.update(zip(rows, crops, strict=True))
             infos.append(info)
@@ -310,6 +344,7 @@ def _solve_group(
     tol: float,
     max_iter: int,
     pool: BufferPool,
+    kernels: Kernels,
 ) -> tuple[list[torch.Tensor], SolveInfo]:
     """Solve the samples ``rows`` (boxes of one canonical ``size``) together.
 
@@ -326,7 +361,9 @@ def _solve_group(
             images.index_select(0, index).to(dtype) if count < images.shape[0] else images.to(dtype)
         )
         unknown = ~keep.index_select(0, index)[:, 0]
-        solution, info = solve_system(values, unknown, tol=tol, max_iter=max_iter, pool=pool)
+        solution, info = solve_system(
+            values, unknown, tol=tol, max_iter=max_iter, pool=pool, kernels=kernels
+        )
         return [solution[k] for k in range(count)], info
     values = images.new_zeros((count, channels, height, width), dtype=dtype)
     unknown = torch.zeros((count, height, width), dtype=torch.bool, device=images.device)
@@ -336,7 +373,7 @@ def _solve_group(
         unknown[k, : r1 - r0, : c1 - c0] = ~keep[i, 0, r0:r1, c0:c1]
         inside[k, : r1 - r0, : c1 - c0] = True
     solution, info = solve_system(
-        values, unknown, tol=tol, max_iter=max_iter, inside=inside, pool=pool
+        values, unknown, tol=tol, max_iter=max_iter, inside=inside, pool=pool, kernels=kernels
     )
     crops = [solution[k, :, : r1 - r0, : c1 - c0] for k, (r0, r1, c0, c1) in enumerate(boxes)]
     return crops, info

@@ -28,6 +28,11 @@ ACCURACY = 1e-3  # required max abs error vs spsolve before noise (float32, defa
 # -- helpers -------------------------------------------------------------------------
 
 
+# Both ways of running the solver (see road_impute's ``kernels``); float32 CPU images
+# take the native kernel by default.
+KERNELS = ["native", "torch"]
+
+
 def oracle(images: torch.Tensor, keep: torch.Tensor) -> np.ndarray:
     """SciPy's noise-free solution of every sample, float64 ``(B, C, H, W)``."""
     imgs = images.double().cpu().numpy()
@@ -72,29 +77,32 @@ def weighted_mean(filled: np.ndarray, i: int, j: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("removed", [0.2, 0.5, 0.8, 0.95])
-def test_matches_scipy_on_random_masks(removed):
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_matches_scipy_on_random_masks(removed, kernels):
     images = random_images(4, 48, seed=1)
     keep = random_keep(4, 48, removed, seed=2)
-    solution, infos = road_solution(images, keep)
+    solution, infos = road_solution(images, keep, kernels=kernels)
     assert max_error(solution, oracle(images, keep)) <= ACCURACY
     assert all(bool((info.error_estimate <= 1e-4).all()) for info in infos)
 
 
-def test_matches_scipy_on_random_patches():
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_matches_scipy_on_random_patches(kernels):
     generator = torch.Generator().manual_seed(3)
     cells = torch.rand((4, 1, 6, 6), generator=generator) < 0.5
     keep = ~cells.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)
     images = random_images(4, 48, seed=4)
-    solution, _ = road_solution(images, keep)
+    solution, _ = road_solution(images, keep, kernels=kernels)
     assert max_error(solution, oracle(images, keep)) <= ACCURACY
 
 
 @pytest.mark.parametrize(("size", "hole"), [(48, 32), (64, 40), (64, 62)])
-def test_matches_scipy_on_a_large_central_hole(size, hole):
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_matches_scipy_on_a_large_central_hole(size, hole, kernels):
     start = (size - hole) // 2
     keep = box_keep(size, (start, start + hole, start, start + hole))
     images = random_images(1, size, seed=5)
-    solution, _ = road_solution(images, keep)
+    solution, _ = road_solution(images, keep, kernels=kernels)
     assert max_error(solution, oracle(images, keep)) <= ACCURACY
 
 
@@ -110,10 +118,11 @@ def test_matches_scipy_on_a_large_central_hole(size, hole):
         [(10, 30, 40, 48), (44, 48, 0, 48)],  # two holes on the border
     ],
 )
-def test_matches_scipy_on_border_touching_holes(boxes):
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_matches_scipy_on_border_touching_holes(boxes, kernels):
     keep = box_keep(48, *boxes)
     images = random_images(1, 48, seed=6)
-    solution, _ = road_solution(images, keep)
+    solution, _ = road_solution(images, keep, kernels=kernels)
     assert max_error(solution, oracle(images, keep)) <= ACCURACY
 
 
@@ -167,12 +176,13 @@ def test_float64_is_solved_to_float64_accuracy():
     assert max_error(solution, oracle(images, keep)) <= 1e-9
 
 
-def test_float32_reaches_a_tight_tolerance():
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_float32_reaches_a_tight_tolerance(kernels):
     # Below tol 3e-5 the residual is evaluated in float64; float32 round-off in it would
     # otherwise look like an error of about 1e-6 over a large hole.
     keep = box_keep(64, (6, 58, 6, 58))
     images = random_images(1, 64, seed=30)
-    solution, infos = road_solution(images, keep, tol=1e-6)
+    solution, infos = road_solution(images, keep, tol=1e-6, kernels=kernels)
     assert solution.dtype == torch.float32
     assert bool((infos[0].error_estimate <= 1e-6).all())
     assert max_error(solution, oracle(images, keep)) <= 1e-6
@@ -310,11 +320,12 @@ def test_tiny_and_thin_images(shape):
             assert float(np.abs(solution[i].numpy() - reference).max()) <= 1e-9
 
 
-def test_unconverged_solve_raises():
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_unconverged_solve_raises(kernels):
     keep = box_keep(64, (4, 60, 4, 60))
     images = random_images(1, 64, seed=25)
     with pytest.raises(RoadConvergenceError, match="did not converge"):
-        road_impute(images, keep, tol=1e-9, max_iter=2)
+        road_impute(images, keep, tol=1e-9, max_iter=2, kernels=kernels)
 
 
 @pytest.mark.parametrize(

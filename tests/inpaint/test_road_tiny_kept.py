@@ -112,12 +112,13 @@ def tiny_kept_regions(draw, min_side: int, max_side: int, sides=None):
     ("size", "pixel"),
     [(224, (0, 0)), (224, (223, 223)), (224, (0, 223)), (224, (223, 0)), (160, (0, 0))],
 )
-def test_one_kept_corner_pixel_fills_the_image_with_its_value(size, pixel):
+@pytest.mark.parametrize("kernels", ["native", "torch"])
+def test_one_kept_corner_pixel_fills_the_image_with_its_value(size, pixel, kernels):
     # Closed form: the constant image satisfies every equation, and the system is
     # non-singular, so each removed pixel equals the kept one.
     images = mb.sample_images(2, size)
     keep = keep_mask(size, size, [pixel]).expand(2, 1, size, size)
-    solution, infos = road_solution(images, keep)
+    solution, infos = road_solution(images, keep, kernels=kernels)
     expected = images[:, :, pixel[0], pixel[1]][..., None, None].expand_as(images)
     assert float((solution - expected).abs().max()) <= 1e-5
     assert all(bool((info.error_estimate <= 1e-4).all()) for info in infos)
@@ -125,10 +126,11 @@ def test_one_kept_corner_pixel_fills_the_image_with_its_value(size, pixel):
     assert all(bool(info.float64_residual.all()) for info in infos)
 
 
-def test_a_kept_2x2_corner_block_at_224():
+@pytest.mark.parametrize("kernels", ["native", "torch"])
+def test_a_kept_2x2_corner_block_at_224(kernels):
     images = mb.sample_images(2, 224)
     keep = keep_mask(224, 224, block(0, 0, 2, 2)).expand(2, 1, 224, 224)
-    solution, _ = road_solution(images, keep)
+    solution, _ = road_solution(images, keep, kernels=kernels)
     reference, _ = road_solution(images.double(), keep, tol=1e-10)
     assert float((solution.double() - reference).abs().max()) <= ACCURACY
     for i in range(2):
@@ -140,25 +142,28 @@ def test_a_kept_2x2_corner_block_at_224():
 # -- drawn tiny kept regions ---------------------------------------------------------------
 
 
-@given(region=tiny_kept_regions(8, 128))
+@given(region=tiny_kept_regions(8, 128), kernels=st.sampled_from(["native", "torch"]))
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_tiny_kept_regions_match_scipy(region):
+def test_tiny_kept_regions_match_scipy(region, kernels):
     height, width, pixels = region
     images = images_for(height, width)
     keep = keep_mask(height, width, pixels)
-    solution, infos = road_solution(images, keep)
+    solution, infos = road_solution(images, keep, kernels=kernels)
     assert all(bool((info.error_estimate <= 1e-4).all()) for info in infos)
     reference = scipy_road_solution(images[0].double().numpy(), keep[0, 0].numpy())
     assert float(np.abs(solution[0].double().numpy() - reference).max()) <= ACCURACY
 
 
-@given(region=tiny_kept_regions(0, 0, sides=[160, 192, 224]))
+@given(
+    region=tiny_kept_regions(0, 0, sides=[160, 192, 224]),
+    kernels=st.sampled_from(["native", "torch"]),
+)
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_tiny_kept_regions_on_large_images_satisfy_roads_equations(region):
+def test_tiny_kept_regions_on_large_images_satisfy_roads_equations(region, kernels):
     height, width, pixels = region
     images = images_for(height, width)
     keep = keep_mask(height, width, pixels)
-    solution, infos = road_solution(images, keep)  # raises if it does not converge
+    solution, infos = road_solution(images, keep, kernels=kernels)  # raises if unconverged
     assert all(bool((info.error_estimate <= 1e-4).all()) for info in infos)
     filled = solution[0].double().numpy()
     assert bool(np.isfinite(filled).all())
@@ -185,15 +190,18 @@ def test_batch_mixing_tiny_kept_regions_with_ordinary_masks_is_bit_exact():
         ]
     )
     images = mb.sample_images(5, size)
-    together = road_impute(images, keep)
-    alone = torch.cat([road_impute(images[i : i + 1], keep[i : i + 1]) for i in range(5)])
-    order = [3, 0, 4, 2, 1]
-    permuted = road_impute(images[order], keep[order])
-    assert torch.equal(together, alone)
-    assert torch.equal(permuted, alone[order])
-    # Samples 0, 1, 2 and 4 (whole-image boxes) are solved together, and only some of
-    # them switch to a float64 residual.
-    _, infos = road_solution(images, keep)
+    for kernels in ("native", "torch"):
+        impute = functools.partial(road_impute, kernels=kernels)
+        together = impute(images, keep)
+        alone = torch.cat([impute(images[i : i + 1], keep[i : i + 1]) for i in range(5)])
+        order = [3, 0, 4, 2, 1]
+        permuted = impute(images[order], keep[order])
+        assert torch.equal(together, alone), kernels
+        assert torch.equal(permuted, alone[order]), kernels
+    # Samples 0, 1, 2 and 4 (whole-image boxes) are solved together, and with the torch
+    # kernels only some of them switch to a float64 residual (the native kernel always
+    # evaluates it in double).
+    _, infos = road_solution(images, keep, kernels="torch")
     flags = [info.float64_residual.tolist() for info in infos]
     assert flags[0][:2] == [True, False]
 
@@ -202,7 +210,8 @@ def test_batch_mixing_tiny_kept_regions_with_ordinary_masks_is_bit_exact():
 
 
 def test_ordinary_masks_keep_the_float32_residual():
-    # The speed of the common case: no sample of these needs the float64 residual.
+    # The torch kernels' speed in the common case: no sample of these needs the float64
+    # residual.
     generator = torch.Generator().manual_seed(41)
     images = mb.sample_images(3, 224)
     keep = torch.cat(
@@ -214,7 +223,7 @@ def test_ordinary_masks_keep_the_float32_residual():
             .repeat_interleave(16, dim=3),
         ]
     )
-    _, infos = road_solution(images, keep)
+    _, infos = road_solution(images, keep, kernels="torch")
     assert not any(bool(info.float64_residual.any()) for info in infos)
     assert sum(info.restarts for info in infos) == 0
 
@@ -225,7 +234,7 @@ def test_stagnation_alone_still_rescues_a_corner_pixel(monkeypatch):
     monkeypatch.setattr(mg, "_FLOOR_FRACTION", float("inf"))
     images = mb.sample_images(2, 224)
     keep = keep_mask(224, 224, [(0, 0)]).expand(2, 1, 224, 224)
-    solution, infos = road_solution(images, keep)
+    solution, infos = road_solution(images, keep, kernels="torch")
     expected = images[:, :, :1, :1].expand_as(images)
     assert float((solution - expected).abs().max()) <= ACCURACY
     assert sum(info.restarts for info in infos) > 0
