@@ -4,7 +4,8 @@
 #   OUT=results/gpu bash scripts/gpu_checks.sh
 #
 # Runs from the repository root with whatever python3 holds torch (no install needed:
-# the checkout is put on PYTHONPATH and the root conftest.py registers the plugin):
+# the checkout is put on PYTHONPATH, the root conftest.py registers the plugin, and step
+# 0 compiles the ROAD kernel in place, which needs gcc):
 #   1. the CUDA tests (float16/bfloat16 layer masking, ROAD on the device);
 #   2. the audit of resnet18 on the GPU with two xdist workers (both share GPU 0 on a
 #      one-GPU machine), scorecard to $OUT/audit_cuda.{json,md};
@@ -21,6 +22,12 @@ status=0
 nvidia-smi -L || true
 $PY -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, \
 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+
+echo "== 0. the ROAD solver's CPU kernel (pip install builds it; this run has no install)"
+# The same flags as [[tool.setuptools.ext-modules]] in pyproject.toml.
+SUFFIX=$($PY -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+${CC:-gcc} -O3 -std=c99 -ffp-contract=off -pthread -shared -fPIC \
+    -o "maskbench/inpaint/_road_kernels$SUFFIX" maskbench/inpaint/_road_kernels.c || status=1
 
 echo "== 1. CUDA tests"
 $PY -m pytest -q -p no:cacheprovider -rs tests/engine/test_engine_dtypes.py \
