@@ -180,7 +180,12 @@ def _validated(
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     # NaN or Inf at a kept pixel would enter the system (or its scale) and break the
-    # solve with a misleading error; one pass, one host sync.
+    # solve with a misleading error. The sum of the images is finite only if every value
+    # is: the common all-finite batch costs one reduction. Otherwise (a non-finite value
+    # somewhere, or an overflowing sum) the exact check finds the samples with a
+    # non-finite value at a kept pixel; removed pixels may hold anything.
+    if bool(torch.isfinite(images.sum())):
+        return keep
     bad = (~torch.isfinite(images) & keep).flatten(1).any(dim=1)
     if bool(bad.any()):
         samples = torch.nonzero(bad).flatten().tolist()

@@ -378,6 +378,17 @@ def test_non_finite_kept_pixels_are_named_but_removed_ones_are_ignored(bad):
         road_impute(images, keep)
 
 
+def test_finite_images_whose_sum_overflows_are_still_accepted():
+    # The quick check (a finite sum means finite values) must fall back to the exact
+    # one when a sum of finite values overflows: float16 images of 1000s sum past 65504.
+    images = (1000 + 1000 * random_images(2, 32, seed=32)).half()
+    keep = random_keep(2, 32, 0.5, seed=33)
+    assert not bool(torch.isfinite(images.sum()))
+    filled = road_impute(images, keep, noise_std=0.0)
+    assert bool(torch.isfinite(filled).all())
+    assert torch.equal(filled[keep.expand_as(filled)], images[keep.expand_as(images)])
+
+
 # -- the solver's building blocks --------------------------------------------------------
 
 
