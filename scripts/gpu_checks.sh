@@ -26,7 +26,7 @@ $PY -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__ver
 echo "== 0. the ROAD solver's CPU kernel (pip install builds it; this run has no install)"
 # The same flags as [[tool.setuptools.ext-modules]] in pyproject.toml.
 SUFFIX=$($PY -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
-${CC:-gcc} -O3 -std=c99 -ffp-contract=off -pthread -shared -fPIC \
+${CC:-gcc} -O3 -std=c99 -ffp-contract=off -fopenmp -pthread -shared -fPIC \
     -o "maskbench/inpaint/_road_kernels$SUFFIX" maskbench/inpaint/_road_kernels.c || status=1
 
 echo "== 1. CUDA tests"

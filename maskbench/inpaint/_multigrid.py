@@ -595,16 +595,18 @@ class Hierarchy:
     ) -> Hierarchy:
         """The hierarchy of ``unknown`` (``(B, h, w)`` float, 1 at removed pixels);
         ``inside`` as in :class:`MultigridSolver`. The first Galerkin product is formed
-        chunk by chunk (the fine stencil is 9 fine-grid fields), or by the native kernel
-        (``native``; float32 CPU only), which gives the same stencil bit for bit."""
+        chunk by chunk (the fine stencil is 9 fine-grid fields). With ``native`` (float32
+        CPU only) the native kernel forms the products, the same stencils bit for bit."""
         grid = _Grid(*unknown.shape[-2:])
         fine = _FineOperator(grid, unknown, inside)
         coarse: list[tuple[_Grid, torch.Tensor]] = []
+        product = galerkin
         if max(grid.h, grid.w) > _COARSEST_SIZE:
             if native:
-                from maskbench.inpaint._native import native_galerkin_first
+                from maskbench.inpaint._native import native_galerkin, native_galerkin_first
 
                 stencil = native_galerkin_first(fine)
+                product = native_galerkin
             else:
                 stencil = torch.cat([galerkin(fine.stencil(sl)) for sl in chunks])
             grid = _Grid(*stencil.shape[-2:])
@@ -612,7 +614,7 @@ class Hierarchy:
         else:
             stencil = fine.stencil(slice(0, unknown.shape[0]))
         while max(grid.h, grid.w) > _COARSEST_SIZE:
-            stencil = galerkin(stencil)
+            stencil = product(stencil)
             grid = _Grid(*stencil.shape[-2:])
             coarse.append((grid, stencil))
         return Hierarchy(fine, coarse, _coarsest_inverse(_dense_matrix(stencil)))

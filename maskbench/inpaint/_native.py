@@ -52,6 +52,27 @@ class NativeKernelsMissingError(MaskbenchError, ImportError):
     ``kernels="torch"``."""
 
 
+class _Assembly(ctypes.Structure):
+    """``road_assembly`` in ``_road_kernels.c`` (same fields, same order)."""
+
+    _fields_ = [
+        ("count", ctypes.c_int64),
+        ("channels", ctypes.c_int64),
+        ("height", ctypes.c_int64),
+        ("width", ctypes.c_int64),
+        ("wp", ctypes.c_int64),
+        ("n", ctypes.c_int64),
+        ("threads", ctypes.c_int64),
+        ("place", ctypes.c_void_p),
+        ("images", ctypes.c_void_p),
+        ("keep", ctypes.c_void_p),
+        ("out", ctypes.c_void_p),
+        ("x", ctypes.c_void_p),
+        ("noise", ctypes.c_void_p),
+        ("noise_std", ctypes.c_float),
+    ]
+
+
 class _Problem(ctypes.Structure):
     """``road_problem`` in ``_road_kernels.c`` (same fields, same order)."""
 
@@ -99,6 +120,16 @@ def _library() -> ctypes.CDLL | None:
         ctypes.c_int64,
     ]
     library.road_galerkin_first.restype = ctypes.c_int
+    library.road_galerkin.argtypes = [
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+    ]
+    library.road_galerkin.restype = ctypes.c_int
+    library.road_assemble.argtypes = [ctypes.POINTER(_Assembly)]
+    library.road_assemble.restype = ctypes.c_int
     return library
 
 
@@ -147,6 +178,22 @@ def _pointer(t: torch.Tensor) -> int:
     if not t.is_contiguous():  # pragma: no cover - every caller passes contiguous tensors
         raise ValueError("native ROAD kernel needs contiguous tensors")
     return t.data_ptr()
+
+
+def native_galerkin(stencil: torch.Tensor) -> torch.Tensor:
+    """``galerkin(stencil)`` for a float32 CPU ``(B, 3, 3, h, w)`` stencil, by the native
+    kernel: the same terms added in the same order, so equal bit for bit."""
+    library = _loaded()
+    stencil = stencil.contiguous()
+    batch, _, _, h, w = stencil.shape
+    out = torch.empty((batch, 3, 3, coarse_size(h), coarse_size(w)), dtype=torch.float32)
+    dims = torch.tensor([h, w], dtype=torch.int64)
+    code = library.road_galerkin(
+        batch, _pointer(dims), _pointer(stencil), _pointer(out), torch.get_num_threads()
+    )
+    if code == _NO_MEMORY:
+        raise MemoryError("native ROAD kernel could not allocate its scratch buffers")
+    return out
 
 
 def _flat_stencil(grid: _Grid, stencil: torch.Tensor) -> torch.Tensor:
@@ -243,3 +290,57 @@ def native_solve(
         float64_residual=torch.ones(batch, dtype=torch.bool),
         restarts=int(restarts.sum()),
     )
+
+
+def native_assemble(
+    out: torch.Tensor,
+    images: torch.Tensor,
+    keep: torch.Tensor,
+    solution: torch.Tensor,
+    places: list[tuple[int, int, int, int, int]],
+    noise: list[torch.Tensor | None],
+    noise_std: float,
+) -> None:
+    """Write solved samples into ``out`` (as ``road._assemble`` does, for float32 CPU
+    images): ``out[i] = images[i]`` with the removed pixels of the sample's box set to
+    its solution plus ``noise_std`` times its noise (a select: kept pixels are copied bit
+    for bit). Samples not in ``places`` are not touched.
+
+    Args:
+        out, images: ``(B, C, H, W)`` float32, contiguous.
+        keep: ``(B, H, W)`` bool, contiguous.
+        solution: ``(k, C, h, w)`` float32 solutions of the ``k`` solved samples, each
+            box at the top left; the interior view of a solve grid is fine (any row and
+            channel strides, unit column stride).
+        places: per solved sample ``(image index, r0, c0, box height, box width)``.
+        noise: per solved sample its ``(C, box height, box width)`` float32 noise, or
+            None.
+    """
+    library = _loaded()
+    if solution.stride(3) != 1 or solution.stride(0) != solution.shape[1] * solution.stride(1):
+        raise ValueError("solution must be a grid view with unit column stride")
+    for t in (out, images, keep):
+        _pointer(t)  # contiguity
+    place = torch.tensor(places, dtype=torch.int64).reshape(-1, 5)
+    draws = [None if z is None else z.contiguous() for z in noise]
+    pointers = (ctypes.c_void_p * max(len(draws), 1))(
+        *[None if z is None else _pointer(z) for z in draws]
+    )
+    assembly = _Assembly(
+        count=len(places),
+        channels=images.shape[1],
+        height=images.shape[2],
+        width=images.shape[3],
+        wp=solution.stride(2),
+        n=solution.stride(1),
+        threads=torch.get_num_threads(),
+        place=_pointer(place),
+        images=_pointer(images),
+        keep=_pointer(keep.view(torch.uint8)),
+        out=_pointer(out),
+        x=solution.data_ptr(),
+        noise=ctypes.cast(pointers, ctypes.c_void_p),
+        noise_std=noise_std,
+    )
+    if library.road_assemble(ctypes.byref(assembly)) == _NO_MEMORY:  # pragma: no cover
+        raise MemoryError("native ROAD kernel could not start its threads")

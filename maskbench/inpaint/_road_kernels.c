@@ -26,6 +26,9 @@
  */
 #include <math.h>
 #include <pthread.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -603,39 +606,101 @@ done:
     pb->worst[job] = worst;
 }
 
-/* ---- the first Galerkin product ------------------------------------------------ */
+/* ---- threads ---------------------------------------------------------------------- */
 
 /*
- * The Galerkin stencil P^T A P of the first coarse grid, straight from the fine
- * operator's c1 and c2 (as galerkin(fine.stencil(...)) in _multigrid.py, one axis at a
- * time). All its entries are multiples of 1/16 below 2^12 (integer fine coefficients,
- * interpolation weights 1 and 1/2), so they are exact in float32 and equal the torch
- * result bit for bit, whatever the order of summation.
+ * fn(args + t * arg_size) for t = 0 .. threads - 1, concurrently. With OpenMP (GCC
+ * -fopenmp, as pyproject.toml builds it) the threads are OpenMP's: the process's
+ * libgomp.so.1 is torch's, so these are the same threads torch's own operations run on,
+ * instead of new ones competing with torch's workers (which spin for a while after each
+ * parallel torch operation: on 2 cores that cost the solve 3-4 ms of 60). Without
+ * OpenMP, pthreads (the calling thread runs t = 0). Every caller shares out its work
+ * through an atomic counter, so fewer threads than asked for still do all of it.
+ */
+static void run_threads(int64_t threads, void *(*fn)(void *), void *args, size_t arg_size) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads((int)threads)
+    fn((char *)args + (size_t)omp_get_thread_num() * arg_size);
+#else
+    pthread_t ids[64];
+    int started[64] = {0};
+    for (int64_t t = 1; t < threads; t++)
+        started[t] = pthread_create(&ids[t], NULL, fn, (char *)args + (size_t)t * arg_size) == 0;
+    fn(args);
+    for (int64_t t = 1; t < threads; t++)
+        if (started[t]) pthread_join(ids[t], NULL);
+#endif
+}
+
+/* ---- running a function per sample on several threads ----------------------------- */
+
+typedef void (*road_sample_fn)(const void *ctx, int64_t sample, float *scratch);
+
+typedef struct {
+    road_sample_fn fn;
+    const void *ctx;
+    float *scratch;
+    int64_t batch, *next;
+} road_sample_worker;
+
+static void *sample_work(void *arg) {
+    road_sample_worker *w = arg;
+    for (;;) {
+        int64_t sample = __atomic_fetch_add(w->next, 1, __ATOMIC_RELAXED);
+        if (sample >= w->batch) break;
+        w->fn(w->ctx, sample, w->scratch);
+    }
+    return NULL;
+}
+
+/* fn(ctx, sample, scratch) for every sample, on up to `threads` threads, each with its
+ * own `scratch_floats` floats of scratch. Returns 0, or ROAD_NO_MEMORY (nothing run). */
+static int for_each_sample(int64_t batch, int64_t threads, size_t scratch_floats,
+                           road_sample_fn fn, const void *ctx) {
+    if (threads < 1) threads = 1;
+    if (threads > batch) threads = batch < 1 ? 1 : batch;
+    if (threads > 64) threads = 64;
+    road_sample_worker workers[64];
+    int64_t next = 0;
+    for (int64_t t = 0; t < threads; t++) {
+        workers[t] = (road_sample_worker){fn, ctx, malloc(scratch_floats * sizeof(float) + 1),
+                                          batch, &next};
+        if (workers[t].scratch == NULL) {
+            for (int64_t k = 0; k <= t; k++) free(workers[k].scratch);
+            return ROAD_NO_MEMORY;
+        }
+    }
+    run_threads(threads, sample_work, workers, sizeof workers[0]);
+    for (int64_t t = 0; t < threads; t++) free(workers[t].scratch);
+    return 0;
+}
+
+/* ---- Galerkin products ---------------------------------------------------------- */
+
+/*
+ * P^T A P for bilinear P, one axis at a time, as galerkin() in _multigrid.py: each
+ * output entry receives its terms in the same order (e, then d, over _GALERKIN_TERMS),
+ * and every weight is a power of two, so torch's add(alpha=weight) (one rounding, fused
+ * or not) rounds like `t + weight * s` here: the products equal torch's bit for bit.
  */
 static const float road_p_weight[3] = {0.5f, 1.0f, 0.5f}; /* by 1-D offset + 1 */
 
-/* 12 x ROAD weight of the fine neighbour at (dy, dx), negated: the off-diagonal of A. */
-static inline float fine_coupling(int dy, int dx) {
-    return (dy != 0 && dx != 0) ? -1.0f : -2.0f;
-}
-
 typedef struct {
-    const road_grid *fine, *coarse;
-    const float *c1, *c2; /* (batch, n_fine) */
-    float *out;           /* (batch, 3, 3, hc, wc) */
-    float *rows;          /* per thread: (3, 3, hc, w) */
-    int64_t batch, *next;
+    int64_t h, w;          /* fine grid */
+    const float *c1, *c2;  /* the fine operator (batch, n), or NULL: use `stencil` */
+    const float *stencil;  /* (batch, 3, 3, h, w) */
+    float *out;            /* (batch, 3, 3, h / 2 + 1, w / 2 + 1) */
 } road_galerkin_job;
 
-static void galerkin_sample(const road_galerkin_job *job, int64_t sample, float *rows) {
-    const road_grid *f = job->fine, *c = job->coarse;
-    const int64_t h = f->h, w = f->w, wp = f->wp, hc = c->h, wc = c->w;
-    const float *c1 = job->c1 + sample * f->n, *c2 = job->c2 + sample * f->n;
+static void galerkin_sample(const void *arg, int64_t sample, float *rows) {
+    const road_galerkin_job *job = arg;
+    const int64_t h = job->h, w = job->w, hc = h / 2 + 1, wc = w / 2 + 1;
+    const int64_t wp = 2 * (w / 2 + 1) + 1, n = (2 * (h / 2 + 1) + 1) * wp;
     float *out = job->out + sample * 9 * hc * wc;
     memset(rows, 0, 9 * (size_t)(hc * w) * sizeof(float));
     memset(out, 0, 9 * (size_t)(hc * wc) * sizeof(float));
-    /* Rows: rows[D][b][I][j] = sum over e, d with |e + d - 2D| <= 1 of
-     * p(e) p(e + d - 2D) A[(2I + e, j), (d, b)]. */
+    /* Rows: rows[D][b][I][j] += p(e) p(e + d - 2D) A[(2I + e, j), (d, b)], coarse row by
+     * coarse row (each output element still gets its terms in (e, d) order). */
     for (int64_t I = 0; I < hc; I++) {
         for (int e = -1; e <= 1; e++) {
             const int64_t i = 2 * I + e;
@@ -646,88 +711,128 @@ static void galerkin_sample(const road_galerkin_job *job, int64_t sample, float 
                     if (t < -1 || t > 1) continue;
                     const float weight = road_p_weight[e + 1] * road_p_weight[t + 1];
                     for (int b = -1; b <= 1; b++) {
-                        float *target = rows + ((D + 1) * 3 + (b + 1)) * hc * w + I * w;
-                        const float *u = c2 + (i + 1) * wp + 1;
-                        if (d == 0 && b == 0) {
-                            const float *a = c1 + (i + 1) * wp + 1;
+                        float *restrict o = rows + (((D + 1) * 3 + (b + 1)) * hc + I) * w;
+                        if (job->c1 && d == 0 && b == 0) { /* the diagonal, c1 - 4 c2 */
+                            const float *restrict a = job->c1 + sample * n + (i + 1) * wp + 1;
+                            const float *restrict u = job->c2 + sample * n + (i + 1) * wp + 1;
+                            for (int64_t j = 0; j < w; j++) o[j] += weight * (a[j] - 4.0f * u[j]);
+                        } else if (job->c1) { /* a coupling, -w_db c2[i, j] c2[i + d, j + b] */
+                            const float *restrict u = job->c2 + sample * n + (i + 1) * wp + 1;
+                            const float *restrict v = u + d * wp + b;
+                            const float coupling = (d != 0 && b != 0) ? -1.0f : -2.0f;
                             for (int64_t j = 0; j < w; j++)
-                                target[j] += weight * (a[j] - 4.0f * u[j]);
+                                o[j] += weight * ((u[j] * v[j]) * coupling);
                         } else {
-                            const float *v = u + d * wp + b, coupling = fine_coupling(d, b);
-                            for (int64_t j = 0; j < w; j++)
-                                target[j] += weight * (coupling * (u[j] * v[j]));
+                            const float *restrict a =
+                                job->stencil + ((sample * 9 + (d + 1) * 3 + (b + 1)) * h + i) * w;
+                            for (int64_t j = 0; j < w; j++) o[j] += weight * a[j];
                         }
                     }
                 }
             }
         }
     }
-    /* Columns: out[D][E][I][J] = sum over e, d with |e + d - 2E| <= 1 of
-     * p(e) p(e + d - 2E) rows[D][d][I][2J + e]. */
-    for (int a = 0; a < 3; a++) {
-        for (int e = -1; e <= 1; e++) {
-            for (int d = -1; d <= 1; d++) {
-                for (int E = -1; E <= 1; E++) {
-                    const int t = e + d - 2 * E;
-                    if (t < -1 || t > 1) continue;
-                    const float weight = road_p_weight[e + 1] * road_p_weight[t + 1];
-                    const float *src = rows + (a * 3 + (d + 1)) * hc * w;
-                    float *target = out + (a * 3 + (E + 1)) * hc * wc;
-                    for (int64_t I = 0; I < hc; I++) {
-                        for (int64_t J = 0; J < wc; J++) {
-                            const int64_t j = 2 * J + e;
-                            if (j < 0 || j >= w) continue;
-                            target[I * wc + J] += weight * src[I * w + j];
-                        }
+    /* Columns: out[D][E][I][J] += p(e) p(e + d - 2E) rows[D][d][I][2J + e]. */
+    for (int64_t I = 0; I < hc; I++) {
+        for (int a = 0; a < 3; a++) {
+            for (int e = -1; e <= 1; e++) {
+                const int64_t first = e < 0 ? 1 : 0, last = (w - 1 - e) / 2;
+                for (int d = -1; d <= 1; d++) {
+                    for (int E = -1; E <= 1; E++) {
+                        const int t = e + d - 2 * E;
+                        if (t < -1 || t > 1) continue;
+                        const float weight = road_p_weight[e + 1] * road_p_weight[t + 1];
+                        const float *restrict in = rows + ((a * 3 + (d + 1)) * hc + I) * w + e;
+                        float *restrict o = out + ((a * 3 + (E + 1)) * hc + I) * wc;
+                        for (int64_t J = first; J <= last; J++) o[J] += weight * in[2 * J];
                     }
                 }
             }
         }
     }
-}
-
-static void *galerkin_work(void *arg) {
-    road_galerkin_job *job = arg;
-    for (;;) {
-        int64_t sample = __atomic_fetch_add(job->next, 1, __ATOMIC_RELAXED);
-        if (sample >= job->batch) break;
-        galerkin_sample(job, sample, job->rows);
-    }
-    return NULL;
 }
 
 /*
- * The first Galerkin stencil of each sample: `dims` = (h, w) of the fine grid; c1, c2:
- * (batch, n) as in road_problem; out: (batch, 3, 3, hc, wc), hc = h / 2 + 1. Returns 0,
- * or ROAD_NO_MEMORY (nothing written then).
+ * The Galerkin stencil of the first coarse grid, from the fine operator: `dims` = (h, w)
+ * of the fine grid; c1, c2: (batch, n) as _FineOperator's; out: (batch, 3, 3, hc, wc),
+ * hc = h / 2 + 1. Returns 0, or ROAD_NO_MEMORY (nothing written then).
  */
 int road_galerkin_first(int64_t batch, const int64_t *dims, const float *c1, const float *c2,
                         float *out, int64_t threads) {
-    const road_grid fine = make_grid(dims[0], dims[1]);
-    const road_grid coarse = make_grid(dims[0] / 2 + 1, dims[1] / 2 + 1);
-    if (threads < 1) threads = 1;
-    if (threads > batch) threads = batch < 1 ? 1 : batch;
-    if (threads > 64) threads = 64;
-    road_galerkin_job jobs[64];
-    pthread_t ids[64];
-    int started[64] = {0};
-    int64_t next = 0;
-    const size_t rows = 9 * (size_t)(coarse.h * fine.w);
-    for (int64_t t = 0; t < threads; t++) {
-        jobs[t] = (road_galerkin_job){&fine, &coarse, c1, c2, out, malloc(rows * sizeof(float)),
-                                      batch, &next};
-        if (jobs[t].rows == NULL) {
-            for (int64_t k = 0; k <= t; k++) free(jobs[k].rows);
-            return ROAD_NO_MEMORY;
+    const road_galerkin_job job = {dims[0], dims[1], c1, c2, NULL, out};
+    const size_t rows = 9 * (size_t)((dims[0] / 2 + 1) * dims[1]);
+    return for_each_sample(batch, threads, rows, galerkin_sample, &job);
+}
+
+/* The Galerkin product of a coarse stencil (batch, 3, 3, h, w) into out (batch, 3, 3,
+ * h / 2 + 1, w / 2 + 1). Returns 0, or ROAD_NO_MEMORY. */
+int road_galerkin(int64_t batch, const int64_t *dims, const float *stencil, float *out,
+                  int64_t threads) {
+    const road_galerkin_job job = {dims[0], dims[1], NULL, NULL, stencil, out};
+    const size_t rows = 9 * (size_t)((dims[0] / 2 + 1) * dims[1]);
+    return for_each_sample(batch, threads, rows, galerkin_sample, &job);
+}
+
+/* ---- assembling the imputed images ------------------------------------------------ */
+
+/*
+ * out = image with each solved sample's removed pixels set to its solution plus
+ * noise_std times its noise (as road.py's _assemble, for float32 images): kept pixels
+ * are copied (a select, never arithmetic, so NaN at removed pixels cannot leak).
+ * Sample k of the solved group is image place[k][0], its box starts at (place[k][1],
+ * place[k][2]) and is place[k][3] x place[k][4]. Its solution for channel c starts at
+ * x + (k * channels + c) * n, rows wp apart (the box at the top left of the solve grid);
+ * its noise is (channels, box h, box w).
+ */
+typedef struct {
+    int64_t count, channels, height, width, wp, n, threads; /* wp, n: strides of x */
+    const int64_t *place;      /* (count, 5) */
+    const float *images;       /* (batch, channels, height, width) */
+    const uint8_t *keep;       /* (batch, height, width): 1 = kept */
+    float *out;                /* like images */
+    const float *x;            /* the solutions (see above) */
+    const float *const *noise; /* per sample, or NULL (no noise) */
+    float noise_std;
+} road_assembly;
+
+static void assemble_sample(const void *arg, int64_t k, float *scratch) {
+    (void)scratch;
+    const road_assembly *a = arg;
+    const int64_t *place = a->place + 5 * k;
+    const int64_t index = place[0], r0 = place[1], c0 = place[2], bh = place[3], bw = place[4];
+    const int64_t H = a->height, W = a->width;
+    const uint8_t *keep = a->keep + index * H * W;
+    for (int64_t c = 0; c < a->channels; c++) {
+        const float *image = a->images + (index * a->channels + c) * H * W;
+        float *out = a->out + (index * a->channels + c) * H * W;
+        const float *x = a->x + (k * a->channels + c) * a->n;
+        const float *noise = a->noise && a->noise[k] ? a->noise[k] + c * bh * bw : NULL;
+        for (int64_t i = 0; i < H; i++) {
+            const int64_t row = i * W;
+            if (i < r0 || i >= r0 + bh) {
+                memcpy(out + row, image + row, (size_t)W * sizeof(float));
+                continue;
+            }
+            memcpy(out + row, image + row, (size_t)c0 * sizeof(float));
+            memcpy(out + row + c0 + bw, image + row + c0 + bw, (size_t)(W - c0 - bw) * sizeof(float));
+            const float *xs = x + (i - r0) * a->wp;
+            const uint8_t *kk = keep + row + c0;
+            const float *im = image + row + c0;
+            float *o = out + row + c0;
+            if (noise) {
+                const float *z = noise + (i - r0) * bw;
+                for (int64_t j = 0; j < bw; j++)
+                    o[j] = kk[j] ? im[j] : xs[j] + a->noise_std * z[j];
+            } else {
+                for (int64_t j = 0; j < bw; j++) o[j] = kk[j] ? im[j] : xs[j];
+            }
         }
     }
-    for (int64_t t = 1; t < threads; t++)
-        started[t] = pthread_create(&ids[t], NULL, galerkin_work, &jobs[t]) == 0;
-    galerkin_work(&jobs[0]);
-    for (int64_t t = 1; t < threads; t++)
-        if (started[t]) pthread_join(ids[t], NULL);
-    for (int64_t t = 0; t < threads; t++) free(jobs[t].rows);
-    return 0;
+}
+
+/* Assemble every sample of `a` (threads over samples). Returns 0 or ROAD_NO_MEMORY. */
+int road_assemble(const road_assembly *a) {
+    return for_each_sample(a->count, a->threads, 0, assemble_sample, a);
 }
 
 /* ---- threads ---------------------------------------------------------------------- */
@@ -814,18 +919,12 @@ int road_pcg(const road_problem *pb) {
     const int64_t jobs = pb->batch * pb->channels;
     if (threads > jobs) threads = jobs < 1 ? 1 : jobs;
     road_worker workers[64];
-    pthread_t ids[64];
     if (threads > 64) threads = 64;
-    int started[64] = {0};
     for (int64_t t = 0; t < threads; t++) {
         workers[t].ctx = &ctx;
         workers[t].next = &next;
     }
-    for (int64_t t = 1; t < threads; t++)
-        started[t] = pthread_create(&ids[t], NULL, work, &workers[t]) == 0;
-    work(&workers[0]); /* the calling thread works too (and alone if creation failed) */
-    for (int64_t t = 1; t < threads; t++)
-        if (started[t]) pthread_join(ids[t], NULL);
+    run_threads(threads, work, workers, sizeof workers[0]);
     /* A worker without scratch takes no job; others may have done its share. */
     return next < jobs ? ROAD_NO_MEMORY : 0;
 }

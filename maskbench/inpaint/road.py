@@ -60,6 +60,7 @@ import torch
 from maskbench.errors import ImageError
 from maskbench.inpaint._buffers import BufferPool, thread_buffers
 from maskbench.inpaint._multigrid import Kernels, RoadConvergenceError, SolveInfo, solve_system
+from maskbench.inpaint._native import native_assemble
 from maskbench.masks.validate import check_image_layout, check_mask
 from maskbench.seeding import per_sample_randn_each
 
@@ -235,27 +236,35 @@ def _impute(
     full = (0, images.shape[-2], 0, images.shape[-1])
     boxes = [box if box is None or has_kept[i] else full for i, box in enumerate(boxes)]
     infos: list[SolveInfo] = []
+    # The noise does not depend on the solutions: drawn first, so that the native kernel
+    # can assemble each group as soon as it is solved.
+    noise = _noise(boxes, keep, images.shape[1], seed, dtype) if noise_std > 0 else {}
+    out = torch.empty_like(images)
+    native_assembly = _native_assembly(images, kernels)
+    keep_flat = keep[:, 0].contiguous() if native_assembly else keep[:, 0]
+    assembled: set[int] = set()
     # The solutions live in the pool's buffers until the images are assembled.
     with thread_buffers().lending() as pool:
         solutions: dict[int, torch.Tensor] = {}
         for size, rows in groups.items():
-            crops, info = _solve_group(
-                images,
-                keep,
-                rows,
-                [boxes[i] for i in rows],
-                size,
-                dtype,
-                tol,
-                max_iter,
-                pool,
-                kernels,
+            group_boxes = [boxes[i] for i in rows]
+            solution, crops, info = _solve_group(
+                images, keep, rows, group_boxes, size, dtype, tol, max_iter, pool, kernels
             )
-            solutions.update(zip(rows, crops, strict=True))
             infos.append(info)
-        noise = _noise(boxes, keep, images.shape[1], seed, dtype) if noise_std > 0 else {}
-        out = torch.empty_like(images)
+            if native_assembly:
+                places = [
+                    (i, r0, c0, r1 - r0, c1 - c0)
+                    for i, (r0, r1, c0, c1) in zip(rows, group_boxes, strict=True)
+                ]
+                draws = [noise.pop(i, None) for i in rows]
+                native_assemble(out, images, keep_flat, solution, places, draws, noise_std)
+                assembled.update(rows)
+            else:
+                solutions.update(zip(rows, crops, strict=True))
         for i, box in enumerate(boxes):
+            if i in assembled:
+                continue
             if box is None:  # nothing removed
                 out[i] = images[i]
                 continue
@@ -264,6 +273,17 @@ def _impute(
                 imputed = torch.add(imputed, noise.pop(i), alpha=noise_std)
             _assemble(out[i], images[i], keep[i], box, imputed)
     return out, infos
+
+
+def _native_assembly(images: torch.Tensor, kernels: Kernels) -> bool:
+    """Whether the native kernel assembles the output: float32 contiguous CPU images
+    that it also solves (see :func:`_assemble` for the torch way, same values)."""
+    return (
+        kernels != "torch"
+        and images.device.type == "cpu"
+        and images.dtype == torch.float32
+        and images.is_contiguous()
+    )
 
 
 def _noise(
@@ -350,12 +370,13 @@ def _solve_group(
     max_iter: int,
     pool: BufferPool,
     kernels: Kernels,
-) -> tuple[list[torch.Tensor], SolveInfo]:
+) -> tuple[torch.Tensor, list[torch.Tensor], SolveInfo]:
     """Solve the samples ``rows`` (boxes of one canonical ``size``) together.
 
     Each box is copied to the top-left corner of a ``size`` grid; the rest of the grid
-    is marked outside the image. Returns each sample's solution on its box (views into
-    ``pool``'s buffers: valid until its release).
+    is marked outside the image. Returns the ``(k, C, *size)`` solution, each sample's
+    solution on its box, and the solver's info (the tensors are views into ``pool``'s
+    buffers: valid until its release).
     """
     height, width = size
     count, channels = len(rows), images.shape[1]
@@ -369,7 +390,7 @@ def _solve_group(
         solution, info = solve_system(
             values, unknown, tol=tol, max_iter=max_iter, pool=pool, kernels=kernels
         )
-        return [solution[k] for k in range(count)], info
+        return solution, [solution[k] for k in range(count)], info
     values = images.new_zeros((count, channels, height, width), dtype=dtype)
     unknown = torch.zeros((count, height, width), dtype=torch.bool, device=images.device)
     inside = torch.zeros_like(unknown)
@@ -381,7 +402,7 @@ def _solve_group(
         values, unknown, tol=tol, max_iter=max_iter, inside=inside, pool=pool, kernels=kernels
     )
     crops = [solution[k, :, : r1 - r0, : c1 - c0] for k, (r0, r1, c0, c1) in enumerate(boxes)]
-    return crops, info
+    return solution, crops, info
 
 
 def _empty_fill_values(

@@ -178,3 +178,46 @@ def test_a_missing_library_is_an_actionable_error(monkeypatch):
     # ... and the torch kernels still work without it.
     solution = road_impute(images, keep, kernels="torch", noise_std=0.0)
     assert scipy_error(solution, images, keep) <= 1e-4
+
+
+@given(h=st.integers(2, 60), w=st.integers(2, 60), seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=25, deadline=None)
+def test_galerkin_of_any_stencil_equals_the_torch_product_bit_for_bit(h, w, seed):
+    # Deeper levels are not exact in float32: equal only because the kernel adds the same
+    # terms in the same order as torch (weights are powers of two).
+    generator = torch.Generator().manual_seed(seed)
+    stencil = torch.randn((3, 3, 3, h, w), generator=generator)
+    assert torch.equal(_native.native_galerkin(stencil), mg.galerkin(stencil))
+
+
+def mixed_keep(size: int) -> torch.Tensor:
+    """Whole-image masks, hole boxes of two sizes, nothing kept, nothing removed."""
+    generator = torch.Generator().manual_seed(11)
+    keep = torch.rand((6, 1, size, size), generator=generator) >= 0.5
+    keep[1] = hole_masks(1, size, size // 2)[0]
+    keep[2] = True
+    keep[2, :, 3:9, 30:37] = False  # a small box by the border
+    keep[3] = False  # nothing kept: the constant fill
+    keep[4] = True  # nothing removed
+    return keep
+
+
+@pytest.mark.parametrize("noise_std", [0.0, 0.01])
+def test_native_assembly_equals_the_torch_assembly(noise_std):
+    # Float32 contiguous images are assembled by the kernel; a non-contiguous copy of the
+    # same images takes torch's per-sample assembly of the same native solutions.
+    images = images_and_masks(6, 40, 40, seed=12)[0]
+    keep = mixed_keep(40)
+    strided = images.transpose(2, 3).contiguous().transpose(2, 3)
+    assert not strided.is_contiguous() and torch.equal(strided, images)
+    native = road_impute(images, keep, noise_std=noise_std, seed=5)
+    reference = road_impute(strided, keep, noise_std=noise_std, seed=5)
+    kept = keep.expand_as(images)
+    assert torch.equal(native[kept], images[kept])  # copied, bit for bit
+    assert torch.equal(native[4], images[4])
+    # Removed pixels: solution + std * noise, rounded once or twice (torch may fuse).
+    assert float((native - reference).abs().max()) <= 1e-6
+    if noise_std > 0:  # the noise went in: ~11,000 N(0, 0.01^2) draws (SE of the std 0.7%)
+        plain = road_impute(images, keep, noise_std=0.0)
+        spread = float((native - plain)[~kept].std())
+        assert 0.009 < spread < 0.011
