@@ -5,8 +5,11 @@ about 40 separate passes over the fine grid per iteration, and on dispatching so
 6,000 small torch operations. The C kernel runs the same multigrid-preconditioned
 conjugate gradients (same V-cycle, stopping rule and restarts) for one (sample, channel)
 system at a time, so all of a system's passes run in cache; systems are shared out over
-``torch.get_num_threads()`` threads. The hierarchy (fine operator, Galerkin stencils,
-coarsest inverse) is still built with torch, by :class:`~._multigrid.Hierarchy`.
+``torch.get_num_threads()`` OpenMP threads (torch's own: see ``run_threads`` in the C
+file). It also forms the right-hand sides, the Galerkin coarse stencils (bit for bit
+torch's) and, for float32 images, the final images (:func:`native_assemble`). The fine
+operator and the coarsest grid's dense inverse still come from torch
+(:class:`~._multigrid.Hierarchy`).
 
 It differs from the torch solver in two ways, both documented in the C file: the
 conjugate-gradient residual is always evaluated in double precision (the torch solver

@@ -41,6 +41,9 @@ Agreement with the reference, detail by detail:
   the multigrid *estimate* of the error, which undershoots for such weakly anchored
   systems: 2.3e-4 measured with 99% of 16 x 16 patches removed); tests require
   ``<= 1e-3`` against ``scipy.sparse.linalg.spsolve``. Not bit for bit.
+* Kernels: on the CPU the solve runs in a compiled kernel (:mod:`._native`), elsewhere
+  (CUDA, float64 images) in torch operations; ``kernels=`` picks. Both solve the same
+  system with the same preconditioner and stopping rule and agree to float32 round-off.
 
 Batching: each sample is solved on the bounding box of its removed pixels grown by one
 pixel (the only pixels its equations involve), rounded up to a multiple of 8 per side
