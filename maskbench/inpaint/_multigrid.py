@@ -1028,6 +1028,24 @@ def _max_abs(a: torch.Tensor) -> torch.Tensor:
 Kernels = Literal["auto", "native", "torch"]
 
 
+def uses_native_kernel(kernels: str, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``kernels`` means the native kernel for a system solved in ``dtype`` on
+    ``device`` (it solves float32 on the CPU; ``"auto"`` takes it there).
+
+    Raises:
+        ValueError: an unknown ``kernels``, or ``"native"`` where it cannot run.
+    """
+    if kernels not in ("auto", "native", "torch"):
+        raise ValueError(f"kernels must be 'auto', 'native' or 'torch', got {kernels!r}")
+    supported = device.type == "cpu" and dtype == torch.float32
+    if kernels == "native" and not supported:
+        raise ValueError(
+            f"kernels='native' solves on the CPU in float32; this system is solved in "
+            f"{dtype} on {device.type} (use kernels='auto' or 'torch')"
+        )
+    return kernels != "torch" and supported
+
+
 def solve_system(
     values: torch.Tensor,
     unknown: torch.Tensor,
@@ -1062,16 +1080,7 @@ def solve_system(
         elsewhere (a view into a padded buffer; with a ``pool``, valid until its next
         release).
     """
-    from maskbench.inpaint import _native
-
-    if kernels not in ("auto", "native", "torch"):
-        raise ValueError(f"kernels must be 'auto', 'native' or 'torch', got {kernels!r}")
-    native = kernels == "native" or (kernels == "auto" and _native.native_supports(values))
-    if native and not _native.native_supports(values):
-        raise ValueError(
-            f"the native ROAD kernel solves float32 CPU images, got {values.dtype} on "
-            f"{values.device.type}; use kernels='torch'"
-        )
+    native = uses_native_kernel(kernels, values.device, values.dtype)
     dtype = values.dtype
     unknown_f = unknown.to(dtype)
     inside_f = None if inside is None else inside.to(dtype)

@@ -171,12 +171,6 @@ def native_available() -> bool:
     return _library() is not None
 
 
-def native_supports(values: torch.Tensor) -> bool:
-    """Whether the native kernel can solve a system of these images: float32 on the CPU
-    (float64 images and other devices use the torch kernels)."""
-    return values.device.type == "cpu" and values.dtype == torch.float32
-
-
 def _pointer(t: torch.Tensor) -> int:
     if not t.is_contiguous():  # pragma: no cover - every caller passes contiguous tensors
         raise ValueError("native ROAD kernel needs contiguous tensors")

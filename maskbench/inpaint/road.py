@@ -62,7 +62,13 @@ import torch
 
 from maskbench.errors import ImageError
 from maskbench.inpaint._buffers import BufferPool, thread_buffers
-from maskbench.inpaint._multigrid import Kernels, RoadConvergenceError, SolveInfo, solve_system
+from maskbench.inpaint._multigrid import (
+    Kernels,
+    RoadConvergenceError,
+    SolveInfo,
+    solve_system,
+    uses_native_kernel,
+)
 from maskbench.inpaint._native import native_assemble
 from maskbench.masks.validate import check_image_layout, check_mask
 from maskbench.seeding import per_sample_randn_each
@@ -201,18 +207,6 @@ def _validated(
     return keep
 
 
-def _check_kernels(kernels: str, device: torch.device, dtype: torch.dtype) -> None:
-    """Reject an unknown ``kernels`` value, or ``"native"`` where it cannot run, before
-    any work (also when nothing needs solving)."""
-    if kernels not in ("auto", "native", "torch"):
-        raise ValueError(f"kernels must be 'auto', 'native' or 'torch', got {kernels!r}")
-    if kernels == "native" and not (device.type == "cpu" and dtype == torch.float32):
-        raise ValueError(
-            f"kernels='native' solves on the CPU in float32; these images are solved in "
-            f"{dtype} on {device.type} (use kernels='auto' or 'torch')"
-        )
-
-
 Box = tuple[int, int, int, int]  # rows [r0, r1), columns [c0, c1)
 
 
@@ -227,8 +221,9 @@ def _impute(
     kernels: Kernels,
 ) -> tuple[torch.Tensor, list[SolveInfo]]:
     keep = _validated(images, keep, noise_std, tol, max_iter)
-    _check_kernels(kernels, images.device, compute_dtype(images.dtype))
     dtype = compute_dtype(images.dtype)
+    # Checked before any work (also when nothing needs solving).
+    native = uses_native_kernel(kernels, images.device, dtype)
     fill = _empty_fill_values(images.shape[1], empty_fill, images, dtype)  # checked early
     boxes = _hole_boxes(keep)
     has_kept = keep.flatten(1).any(dim=1).tolist()
@@ -243,8 +238,9 @@ def _impute(
     # can assemble each group as soon as it is solved.
     noise = _noise(boxes, keep, images.shape[1], seed, dtype) if noise_std > 0 else {}
     out = torch.empty_like(images)
-    native_assembly = _native_assembly(images, kernels)
-    keep_flat = keep[:, 0].contiguous() if native_assembly else keep[:, 0]
+    # The native kernel also assembles float32 images (others are cast: torch does it).
+    native_assembly = native and images.dtype == torch.float32 and images.is_contiguous()
+    keep_flat = keep[:, 0].contiguous() if native_assembly else None
     assembled: set[int] = set()
     # The solutions live in the pool's buffers until the images are assembled.
     with thread_buffers().lending() as pool:
@@ -276,17 +272,6 @@ def _impute(
                 imputed = torch.add(imputed, noise.pop(i), alpha=noise_std)
             _assemble(out[i], images[i], keep[i], box, imputed)
     return out, infos
-
-
-def _native_assembly(images: torch.Tensor, kernels: Kernels) -> bool:
-    """Whether the native kernel assembles the output: float32 contiguous CPU images
-    that it also solves (see :func:`_assemble` for the torch way, same values)."""
-    return (
-        kernels != "torch"
-        and images.device.type == "cpu"
-        and images.dtype == torch.float32
-        and images.is_contiguous()
-    )
 
 
 def _noise(
