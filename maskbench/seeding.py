@@ -46,7 +46,10 @@ def _map_draws(
 
     Each item owns its generator, so which thread draws it cannot change its values.
     A CPU generator fills its tensor on one thread, and torch releases the GIL while it
-    does (measured: 16 draws of 3 x 224 x 224 take 8.2 ms on one thread, 5.1 ms on two).
+    does. Measured on 2 cores, 16 draws of 3 x 224 x 224: 8.2 ms on one thread, 5.1 ms on
+    two, but only while torch's OpenMP workers are idle: right after a parallel torch
+    operation they spin for a while on the other cores, and the gain is gone (as inside
+    ``road_impute``).
     """
     threads = min(torch.get_num_threads(), len(items))
     if device.type != "cpu" or threads < 2 or numel < _PARALLEL_MIN_NUMEL:

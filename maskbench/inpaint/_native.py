@@ -72,6 +72,7 @@ class _Assembly(ctypes.Structure):
         ("out", ctypes.c_void_p),
         ("x", ctypes.c_void_p),
         ("noise", ctypes.c_void_p),
+        ("removed", ctypes.c_void_p),
         ("noise_std", ctypes.c_float),
     ]
 
@@ -310,8 +311,8 @@ def native_assemble(
             box at the top left; the interior view of a solve grid is fine (any row and
             channel strides, unit column stride).
         places: per solved sample ``(image index, r0, c0, box height, box width)``.
-        noise: per solved sample its ``(C, box height, box width)`` float32 noise, or
-            None.
+        noise: per solved sample its ``(C, removed pixels)`` float32 noise (the removed
+            pixels in row-major order), or None.
     """
     library = _loaded()
     if solution.stride(3) != 1 or solution.stride(0) != solution.shape[1] * solution.stride(1):
@@ -320,6 +321,7 @@ def native_assemble(
         _pointer(t)  # contiguity
     place = torch.tensor(places, dtype=torch.int64).reshape(-1, 5)
     draws = [None if z is None else z.contiguous() for z in noise]
+    removed = torch.tensor([0 if z is None else z.shape[-1] for z in draws], dtype=torch.int64)
     pointers = (ctypes.c_void_p * max(len(draws), 1))(
         *[None if z is None else _pointer(z) for z in draws]
     )
@@ -337,6 +339,7 @@ def native_assemble(
         out=_pointer(out),
         x=solution.data_ptr(),
         noise=ctypes.cast(pointers, ctypes.c_void_p),
+        removed=_pointer(removed),
         noise_std=noise_std,
     )
     if library.road_assemble(ctypes.byref(assembly)) == _NO_MEMORY:  # pragma: no cover

@@ -782,7 +782,8 @@ int road_galerkin(int64_t batch, const int64_t *dims, const float *stencil, floa
  * Sample k of the solved group is image place[k][0], its box starts at (place[k][1],
  * place[k][2]) and is place[k][3] x place[k][4]. Its solution for channel c starts at
  * x + (k * channels + c) * n, rows wp apart (the box at the top left of the solve grid);
- * its noise is (channels, box h, box w).
+ * its noise is (channels, removed pixels), the removed pixels in row-major order (all
+ * of them lie in the box).
  */
 typedef struct {
     int64_t count, channels, height, width, wp, n, threads; /* wp, n: strides of x */
@@ -792,6 +793,7 @@ typedef struct {
     float *out;                /* like images */
     const float *x;            /* the solutions (see above) */
     const float *const *noise; /* per sample, or NULL (no noise) */
+    const int64_t *removed;    /* per sample: removed pixels (the noise's row length) */
     float noise_std;
 } road_assembly;
 
@@ -806,7 +808,8 @@ static void assemble_sample(const void *arg, int64_t k, float *scratch) {
         const float *image = a->images + (index * a->channels + c) * H * W;
         float *out = a->out + (index * a->channels + c) * H * W;
         const float *x = a->x + (k * a->channels + c) * a->n;
-        const float *noise = a->noise && a->noise[k] ? a->noise[k] + c * bh * bw : NULL;
+        const float *noise = NULL;
+        if (a->noise && a->noise[k]) noise = a->noise[k] + c * a->removed[k];
         for (int64_t i = 0; i < H; i++) {
             const int64_t row = i * W;
             if (i < r0 || i >= r0 + bh) {
@@ -820,9 +823,10 @@ static void assemble_sample(const void *arg, int64_t k, float *scratch) {
             const float *im = image + row + c0;
             float *o = out + row + c0;
             if (noise) {
-                const float *z = noise + (i - r0) * bw;
-                for (int64_t j = 0; j < bw; j++)
-                    o[j] = kk[j] ? im[j] : xs[j] + a->noise_std * z[j];
+                for (int64_t j = 0; j < bw; j++) {
+                    o[j] = kk[j] ? im[j] : xs[j] + a->noise_std * *noise;
+                    noise += !kk[j]; /* the next removed pixel's draw */
+                }
             } else {
                 for (int64_t j = 0; j < bw; j++) o[j] = kk[j] ? im[j] : xs[j];
             }

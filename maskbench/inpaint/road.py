@@ -21,8 +21,9 @@ Agreement with the reference, detail by detail:
   are returned unchanged), independently per pixel and channel. Same here, but the
   draws come from :func:`maskbench.seeding.per_sample_randn_each`, keyed by ``seed`` and the
   sample's mask, so a sample gets the same noise alone, in any batch and in any order
-  (the reference uses the global torch RNG). The stream of a mask differs between CPU
-  and CUDA.
+  (the reference uses the global torch RNG): one draw per removed pixel and channel,
+  channel by channel, the removed pixels in row-major order. The stream of a mask
+  differs between CPU and CUDA.
 * A removed pixel whose neighbours are all removed: nothing special, it is one more
   unknown of the joint system (as in the reference).
 * Nothing kept: the reference's matrix is then singular (``spsolve`` warns and returns
@@ -269,7 +270,7 @@ def _impute(
                 continue
             imputed = solutions[i] if has_kept[i] else fill.expand_as(images[i])
             if i in noise:
-                imputed = torch.add(imputed, noise.pop(i), alpha=noise_std)
+                imputed = _add_noise(imputed, keep[i], box, noise.pop(i), noise_std)
             _assemble(out[i], images[i], keep[i], box, imputed)
     return out, infos
 
@@ -277,16 +278,30 @@ def _impute(
 def _noise(
     boxes: list[Box | None], keep: torch.Tensor, channels: int, seed: int, dtype: torch.dtype
 ) -> dict[int, torch.Tensor]:
-    """Standard normal noise over each sample's box (a function of its mask, like the
-    stream's key: a small hole in a large image does not pay for noise over the whole
-    image), keyed by sample index."""
+    """Standard normal noise for each sample with something removed, keyed by sample
+    index: ``(C, removed pixels)``, the removed pixels in row-major order (a function
+    of the mask, like the stream's key; nothing is drawn for kept pixels)."""
     rows = [i for i, box in enumerate(boxes) if box is not None]
     if not rows:
         return {}
-    shapes = [(channels, boxes[i][1] - boxes[i][0], boxes[i][3] - boxes[i][2]) for i in rows]
     index = torch.tensor(rows, device=keep.device)
-    draws = per_sample_randn_each(shapes, keep.index_select(0, index), seed, dtype=dtype)
+    masks = keep.index_select(0, index)
+    removed = (~masks).flatten(1).sum(dim=1).tolist()
+    shapes = [(channels, count) for count in removed]
+    draws = per_sample_randn_each(shapes, masks, seed, dtype=dtype)
     return dict(zip(rows, draws, strict=True))
+
+
+def _add_noise(
+    imputed: torch.Tensor, keep: torch.Tensor, box: Box, noise: torch.Tensor, std: float
+) -> torch.Tensor:
+    """``imputed`` (``(C, box h, box w)``) plus ``std`` times ``noise`` (``(C, removed
+    pixels)``, see :func:`_noise`) at the removed pixels of ``box`` (a new tensor)."""
+    r0, r1, c0, c1 = box
+    removed = ~keep[0, r0:r1, c0:c1]
+    noisy = imputed.clone()
+    noisy[:, removed] += std * noise
+    return noisy
 
 
 def _assemble(

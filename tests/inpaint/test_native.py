@@ -24,6 +24,7 @@ from maskbench.inpaint import (
 )
 from maskbench.inpaint import _multigrid as mg
 from maskbench.inpaint.scipy_reference import scipy_road_solution
+from maskbench.seeding import per_sample_randn_each
 
 
 def images_and_masks(batch: int, h: int, w: int, seed: int, removed: float = 0.5):
@@ -221,3 +222,21 @@ def test_native_assembly_equals_the_torch_assembly(noise_std):
         plain = road_impute(images, keep, noise_std=0.0)
         spread = float((native - plain)[~kept].std())
         assert 0.009 < spread < 0.011
+
+
+@pytest.mark.parametrize("kernels", ["native", "torch"])
+def test_noise_is_one_draw_per_removed_pixel_in_row_major_order(kernels):
+    # The documented stream: per sample, per_sample_randn_each of shape (C, removed
+    # pixels), keyed by seed and mask; both assemblies must consume it the same way.
+    images = images_and_masks(6, 40, 40, seed=13)[0]
+    keep = mixed_keep(40)
+    noisy = road_impute(images, keep, noise_std=0.01, seed=7, kernels=kernels)
+    plain = road_impute(images, keep, noise_std=0.0, kernels=kernels)
+    for i in range(6):
+        removed = ~keep[i, 0]
+        if not bool(removed.any()):
+            assert torch.equal(noisy[i], images[i])
+            continue
+        expected = per_sample_randn_each([(3, int(removed.sum()))], keep[i : i + 1], 7)[0]
+        drawn = (noisy[i] - plain[i])[:, removed] / 0.01
+        assert float((drawn - expected).abs().max()) <= 1e-4, i
