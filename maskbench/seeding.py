@@ -9,57 +9,11 @@ index, and never by pixel values, which could leak removed content).
 from __future__ import annotations
 
 import functools
-import itertools
-import math
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from collections.abc import Sequence
 
 import torch
 
 _HASH_MODULUS = (1 << 61) - 1  # a Mersenne prime: the key fits an int64 seed
-# Below this many values in all, CPU draws run on the calling thread only.
-_PARALLEL_MIN_NUMEL = 1 << 17
-
-_T = TypeVar("_T")
-_R = TypeVar("_R")
-_pool: tuple[ThreadPoolExecutor, int] | None = None  # (pool, its number of threads)
-_pool_lock = threading.Lock()
-
-
-def _draw_pool(workers: int) -> ThreadPoolExecutor:
-    """A process-wide pool of at least ``workers`` threads (created on first use; a
-    larger one replaces it when more threads are asked for)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool[1] < workers:
-            _pool = (ThreadPoolExecutor(workers, thread_name_prefix="maskbench-draws"), workers)
-        return _pool[0]
-
-
-def _map_draws(
-    draw: Callable[[_T], _R], items: Sequence[_T], numel: int, device: torch.device
-) -> list[_R]:
-    """``[draw(item) for item in items]``, in order; on the CPU with enough work, split
-    into contiguous runs over ``torch.get_num_threads()`` threads.
-
-    Each item owns its generator, so which thread draws it cannot change its values.
-    A CPU generator fills its tensor on one thread, and torch releases the GIL while it
-    does. Measured on 2 cores, 16 draws of 3 x 224 x 224: 8.2 ms on one thread, 5.1 ms on
-    two, but only while torch's OpenMP workers are idle: right after a parallel torch
-    operation they spin for a while on the other cores, and the gain is gone (as inside
-    ``road_impute``).
-    """
-    threads = min(torch.get_num_threads(), len(items))
-    if device.type != "cpu" or threads < 2 or numel < _PARALLEL_MIN_NUMEL:
-        return [draw(item) for item in items]
-    bounds = [len(items) * k // threads for k in range(threads + 1)]
-    runs = [items[a:b] for a, b in itertools.pairwise(bounds)]
-    pool = _draw_pool(threads - 1)
-    futures = [pool.submit(lambda run: [draw(item) for item in run], run) for run in runs[1:]]
-    first = [draw(item) for item in runs[0]]  # the calling thread draws too
-    return first + [result for future in futures for result in future.result()]
 
 
 @functools.lru_cache(maxsize=8)
@@ -98,12 +52,8 @@ def _per_sample(
 ) -> torch.Tensor:
     """``(B, *shape)`` draws of ``draw`` (``torch.rand``/``randn``), one generator each."""
     out = torch.empty((keep.shape[0], *shape), dtype=torch.float32, device=keep.device)
-    _map_draws(
-        lambda job: draw(shape, generator=job[1], out=job[0]),
-        list(zip(out, sample_generators(keep, seed), strict=True)),
-        out.numel(),
-        out.device,
-    )
+    for row, generator in zip(out, sample_generators(keep, seed), strict=True):
+        draw(shape, generator=generator, out=row)
     return out.to(dtype)
 
 
@@ -120,13 +70,10 @@ def per_sample_randn_each(
     if len(shapes) != keep.shape[0]:
         raise ValueError(f"need one shape per sample: {len(shapes)} shapes, {keep.shape[0]} masks")
     generators = sample_generators(keep, seed)
-    numel = sum(math.prod(shape) for shape in shapes)
-    return _map_draws(
-        lambda job: torch.randn(job[0], generator=job[1], device=keep.device).to(dtype),
-        list(zip(shapes, generators, strict=True)),
-        numel,
-        keep.device,
-    )
+    return [
+        torch.randn(shape, generator=g, device=keep.device, dtype=torch.float32).to(dtype)
+        for shape, g in zip(shapes, generators, strict=True)
+    ]
 
 
 def per_sample_randn(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maskbench import seeding
 from maskbench.seeding import (
     per_sample_rand,
     per_sample_randn,
@@ -50,30 +49,3 @@ def test_each_sample_may_have_its_own_shape():
         )
     with pytest.raises(ValueError, match="one shape per sample"):
         per_sample_randn_each(shapes[:2], keep, 9)
-
-
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_large_draws_on_several_threads_equal_the_sequential_ones(threads, monkeypatch):
-    # Above _PARALLEL_MIN_NUMEL the CPU draws are shared out over torch's thread count;
-    # each sample's generator still draws its own values, in order.
-    keep = masks(7, seed=3)
-    shapes = [(3, 40 + 7 * i, 50) for i in range(7)]
-    generators = sample_generators(keep, 5)
-    expected_each = [torch.randn(s, generator=g) for s, g in zip(shapes, generators, strict=True)]
-    expected_rand = torch.stack(
-        [torch.rand((3, 60, 60), generator=g) for g in sample_generators(keep, 5)]
-    )
-    monkeypatch.setattr(seeding, "_PARALLEL_MIN_NUMEL", 1)
-    calls = []
-    real = seeding._draw_pool
-    monkeypatch.setattr(seeding, "_draw_pool", lambda n: calls.append(n) or real(n))
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(threads)
-        each = per_sample_randn_each(shapes, keep, 5)
-        rand = per_sample_rand((3, 60, 60), keep, 5)
-    finally:
-        torch.set_num_threads(before)
-    assert all(torch.equal(a, b) for a, b in zip(each, expected_each, strict=True))
-    assert torch.equal(rand, expected_rand)
-    assert calls == ([] if threads == 1 else [threads - 1, threads - 1])  # threads were used
