@@ -736,7 +736,8 @@ static void galerkin_sample(const void *arg, int64_t sample, float *rows) {
     for (int64_t I = 0; I < hc; I++) {
         for (int a = 0; a < 3; a++) {
             for (int e = -1; e <= 1; e++) {
-                const int64_t first = e < 0 ? 1 : 0, last = (w - 1 - e) / 2;
+                /* J with 0 <= 2J + e <= w - 1 (floor division: w = 1, e = 1 has none) */
+                const int64_t first = e < 0 ? 1 : 0, last = w - 1 - e >= 0 ? (w - 1 - e) / 2 : -1;
                 for (int d = -1; d <= 1; d++) {
                     for (int E = -1; E <= 1; E++) {
                         const int t = e + d - 2 * E;
