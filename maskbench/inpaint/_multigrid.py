@@ -440,18 +440,24 @@ def galerkin(stencil: torch.Tensor) -> torch.Tensor:
 
 
 def _jacobi_scale(stencil: torch.Tensor) -> torch.Tensor:
-    """Damped inverse diagonal ``omega / a_ii`` of a coarse stencil, ``(B, h, w)``.
+    """Damped inverse diagonal ``omega_i / a_ii`` of a coarse stencil, ``(B, h, w)``.
 
-    ``omega * gershgorin <= 1.9`` keeps each damped Jacobi sweep convergent, which keeps
-    the V-cycle positive definite.
+    Per point: ``omega_i = min(0.8, 1.9 / g_i)`` with ``g_i = sum_j |a_ij| / a_ii``.
+    The eigenvalues of ``D_omega A`` are real and positive (it is similar to the SPD
+    ``D_omega^1/2 A D_omega^1/2``) and, by Gershgorin on its rows, at most
+    ``max_i omega_i g_i <= 1.9``, so each damped Jacobi sweep converges and the V-cycle
+    stays positive definite. One ``omega`` per grid, set by the worst point, used to
+    throttle the smoothing of every point whenever the masks made one odd coarse point:
+    with large patches (31 px cells, 68% removed) CG then took 14-37 iterations instead
+    of 5-6, and the multigrid error estimate undershot the error by 10x or more (errors
+    up to 1.8e-3 against the required 1e-3).
     """
     diag = stencil[:, 1, 1]
     active = diag > 0
     safe = torch.where(active, diag, torch.ones_like(diag))
-    radius = torch.where(active, stencil.abs().sum(dim=(1, 2)) / safe, 0.0)
-    bound = radius.amax(dim=(-2, -1)).clamp_min(1e-30)
-    omega = torch.clamp(1.9 / bound, max=_COARSE_DAMPING)
-    return torch.where(active, omega[:, None, None] / safe, 0.0)
+    radius = torch.where(active, stencil.abs().sum(dim=(1, 2)) / safe, 1.0)
+    omega = torch.clamp(1.9 / radius, max=_COARSE_DAMPING)
+    return torch.where(active, omega / safe, 0.0)
 
 
 def _dense_matrix(stencil: torch.Tensor) -> torch.Tensor:
