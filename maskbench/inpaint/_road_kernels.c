@@ -92,7 +92,8 @@ static road_grid make_grid(int64_t h, int64_t w) {
     return g;
 }
 
-/* Per-thread scratch: fine vectors and, per coarse level, rhs / sol / tmp. */
+/* Per-thread scratch: fine vectors and, per coarse level, rhs / sol / tmp (pointers into
+ * one block, see carve_scratch). */
 typedef struct {
     float *r, *z, *p, *tmp, *b;
     float *rhs[ROAD_MAX_LEVELS + 1], *sol[ROAD_MAX_LEVELS + 1], *ctmp[ROAD_MAX_LEVELS + 1];
@@ -654,8 +655,9 @@ static void *sample_work(void *arg) {
 }
 
 /* fn(ctx, sample, scratch) for every sample, on up to `threads` threads, each with its
- * own `scratch_floats` floats of scratch. Returns 0, or ROAD_NO_MEMORY (nothing run). */
-static int for_each_sample(int64_t batch, int64_t threads, size_t scratch_floats,
+ * own `floats` floats of scratch, zeroed once (a thread reuses it from sample to
+ * sample). Returns 0, or ROAD_NO_MEMORY (nothing run). */
+static int for_each_sample(int64_t batch, int64_t threads, size_t floats,
                            road_sample_fn fn, const void *ctx) {
     if (threads < 1) threads = 1;
     if (threads > batch) threads = batch < 1 ? 1 : batch;
@@ -663,8 +665,8 @@ static int for_each_sample(int64_t batch, int64_t threads, size_t scratch_floats
     road_sample_worker workers[64];
     int64_t next = 0;
     for (int64_t t = 0; t < threads; t++) {
-        workers[t] = (road_sample_worker){fn, ctx, malloc(scratch_floats * sizeof(float) + 1),
-                                          batch, &next};
+        workers[t] = (road_sample_worker){fn, ctx, calloc(floats + 1, sizeof(float)), batch,
+                                          &next};
         if (workers[t].scratch == NULL) {
             for (int64_t k = 0; k <= t; k++) free(workers[k].scratch);
             return ROAD_NO_MEMORY;
@@ -840,77 +842,52 @@ int road_assemble(const road_assembly *a) {
     return for_each_sample(a->count, a->threads, 0, assemble_sample, a);
 }
 
-/* ---- threads ---------------------------------------------------------------------- */
+/* ---- solving every system ------------------------------------------------------ */
 
-typedef struct {
-    const road_ctx *ctx;
-    int64_t *next; /* shared job counter */
-} road_worker;
-
-static void free_scratch(road_scratch *s, int64_t levels) {
-    free(s->r);
-    free(s->z);
-    free(s->p);
-    free(s->tmp);
-    free(s->b);
-    for (int64_t k = 1; k <= levels; k++) {
-        free(s->rhs[k]);
-        free(s->sol[k]);
-        free(s->ctmp[k]);
-    }
-    free(s->line);
-    free(s->ring);
-    free(s->ringd);
-    free(s->dense_in);
-    free(s->dense_out);
+/* Floats of per-thread scratch for road_pcg (see carve_scratch). */
+static size_t scratch_floats(const road_ctx *ctx) {
+    const int64_t n = ctx->grid[0].n, wp = ctx->grid[0].wp;
+    size_t total = 2 * (3 * (size_t)wp + 2 * (size_t)ctx->m); /* ringd, dense_in/out */
+    total += 5 * (size_t)n + (2 * (size_t)wp + 4) + 4 * (size_t)wp;
+    for (int64_t k = 1; k <= ctx->pb->levels; k++) total += 3 * (size_t)ctx->grid[k].n;
+    return total;
 }
 
-static int alloc_scratch(const road_ctx *ctx, road_scratch *s) {
-    const int64_t levels = ctx->pb->levels, n = ctx->grid[0].n;
-    memset(s, 0, sizeof(*s));
-    /* calloc: padding entries that are never written must read as zero. */
-    s->r = calloc((size_t)n, sizeof(float));
-    s->z = calloc((size_t)n, sizeof(float));
-    s->p = calloc((size_t)n, sizeof(float));
-    s->tmp = calloc((size_t)n, sizeof(float));
-    s->b = calloc((size_t)n, sizeof(float));
-    int ok = s->r && s->z && s->p && s->tmp && s->b;
-    int64_t widest = ctx->grid[0].wp;
-    for (int64_t k = 1; k <= levels; k++) {
+/* Point the fields of `s` into one thread's zeroed scratch block (doubles first, so
+ * they are aligned). Padding entries that are never written stay zero. */
+static void carve_scratch(const road_ctx *ctx, float *block, road_scratch *s) {
+    const int64_t n = ctx->grid[0].n, wp = ctx->grid[0].wp;
+    double *d = (double *)block;
+    s->ringd = d, d += 3 * wp;
+    s->dense_in = d, d += ctx->m;
+    s->dense_out = d, d += ctx->m;
+    float *f = (float *)d;
+    s->r = f, f += n;
+    s->z = f, f += n;
+    s->p = f, f += n;
+    s->tmp = f, f += n;
+    s->b = f, f += n;
+    s->line = f, f += 2 * wp + 4;
+    s->ring = f, f += 4 * wp;
+    for (int64_t k = 1; k <= ctx->pb->levels; k++) {
         const int64_t nk = ctx->grid[k].n;
-        s->rhs[k] = calloc((size_t)nk, sizeof(float));
-        s->sol[k] = calloc((size_t)nk, sizeof(float));
-        s->ctmp[k] = calloc((size_t)nk, sizeof(float));
-        ok = ok && s->rhs[k] && s->sol[k] && s->ctmp[k];
+        s->rhs[k] = f, f += nk;
+        s->sol[k] = f, f += nk;
+        s->ctmp[k] = f, f += nk;
     }
-    s->line = calloc(2 * (size_t)widest + 4, sizeof(float));
-    s->ring = calloc(4 * (size_t)widest, sizeof(float));
-    s->ringd = calloc(3 * (size_t)widest, sizeof(double));
-    s->dense_in = calloc((size_t)ctx->m, sizeof(double));
-    s->dense_out = calloc((size_t)ctx->m, sizeof(double));
-    ok = ok && s->line && s->ring && s->ringd && s->dense_in && s->dense_out;
-    if (!ok) free_scratch(s, levels);
-    return ok;
 }
 
-static void *work(void *arg) {
-    road_worker *w = arg;
-    const int64_t jobs = w->ctx->pb->batch * w->ctx->pb->channels;
+static void solve_job(const void *arg, int64_t job, float *block) {
+    const road_ctx *ctx = arg;
     road_scratch s;
-    if (!alloc_scratch(w->ctx, &s)) return NULL;
-    for (;;) {
-        int64_t job = __atomic_fetch_add(w->next, 1, __ATOMIC_RELAXED);
-        if (job >= jobs) break;
-        solve_system(w->ctx, job, &s);
-    }
-    free_scratch(&s, w->ctx->pb->levels);
-    return NULL;
+    carve_scratch(ctx, block, &s);
+    solve_system(ctx, job, &s);
 }
 
 /*
- * Solve every (sample, channel) system of `pb`. Returns 0, or ROAD_NO_MEMORY if some
- * system was left unsolved because no thread could allocate its scratch, or if the
- * problem is malformed (too many levels).
+ * Solve every (sample, channel) system of `pb`. Returns 0, or ROAD_NO_MEMORY if the
+ * scratch could not be allocated (nothing solved then) or the problem is malformed (too
+ * many levels).
  */
 int road_pcg(const road_problem *pb) {
     if (pb->levels < 0 || pb->levels > ROAD_MAX_LEVELS) return ROAD_NO_MEMORY;
@@ -919,17 +896,6 @@ int road_pcg(const road_problem *pb) {
     for (int64_t k = 0; k <= pb->levels; k++)
         ctx.grid[k] = make_grid(pb->dims[2 * k], pb->dims[2 * k + 1]);
     ctx.m = ctx.grid[pb->levels].h * ctx.grid[pb->levels].w;
-    int64_t next = 0;
-    int64_t threads = pb->threads < 1 ? 1 : pb->threads;
-    const int64_t jobs = pb->batch * pb->channels;
-    if (threads > jobs) threads = jobs < 1 ? 1 : jobs;
-    road_worker workers[64];
-    if (threads > 64) threads = 64;
-    for (int64_t t = 0; t < threads; t++) {
-        workers[t].ctx = &ctx;
-        workers[t].next = &next;
-    }
-    run_threads(threads, work, workers, sizeof workers[0]);
-    /* A worker without scratch takes no job; others may have done its share. */
-    return next < jobs ? ROAD_NO_MEMORY : 0;
+    return for_each_sample(pb->batch * pb->channels, pb->threads, scratch_floats(&ctx),
+                           solve_job, &ctx);
 }
