@@ -460,6 +460,13 @@ def _jacobi_scale(stencil: torch.Tensor) -> torch.Tensor:
     return torch.where(active, omega / safe, 0.0)
 
 
+def level_smoother(grid: _Grid, stencil: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A coarse level's active-point mask and damped Jacobi scale (:func:`_jacobi_scale`)
+    for its ``(B, 3, 3, h, w)`` stencil, both flat ``(B, 1, n)`` (both kernels use them)."""
+    mask = (stencil[:, 1, 1] > 0).to(stencil.dtype)
+    return grid.flat(mask.unsqueeze(1)), grid.flat(_jacobi_scale(stencil).unsqueeze(1))
+
+
 def _dense_matrix(stencil: torch.Tensor) -> torch.Tensor:
     """The dense ``(B, n, n)`` float64 matrix of a small stencil operator."""
     batch, _, _, h, w = stencil.shape
@@ -668,13 +675,13 @@ class MultigridSolver:
                 level.tmp = unknown.new_zeros((chunk, channels, level.grid.n))
 
     def _make_level(self, grid: _Grid, stencil: torch.Tensor) -> _Level:
-        mask = (stencil[:, 1, 1] > 0).to(stencil.dtype)
+        mask, dinv = level_smoother(grid, stencil)
         shape = (mask.shape[0], self.channels, grid.n)
         return _Level(
             grid=grid,
             op=_StencilOperator(grid, stencil),
-            mask=grid.flat(mask.unsqueeze(1)),
-            dinv=grid.flat(_jacobi_scale(stencil).unsqueeze(1)),
+            mask=mask,
+            dinv=dinv,
             rhs=mask.new_zeros(shape),
             sol=mask.new_zeros(shape),
             tmp=mask.new_zeros(shape),
@@ -1091,7 +1098,7 @@ def solve_system(
     unknown_f = unknown.to(dtype)
     inside_f = None if inside is None else inside.to(dtype)
     if native:
-        return _solve_native(values, unknown, unknown_f, inside_f, tol, max_iter, pool)
+        return _solve_native(values, unknown_f, inside_f, tol, max_iter, pool)
     batch, channels = values.shape[:2]
     solver = MultigridSolver(unknown_f, channels, inside_f)
     rhs = values.new_empty((batch, channels, solver.grid.n))
@@ -1106,7 +1113,6 @@ def solve_system(
 
 def _solve_native(
     values: torch.Tensor,
-    unknown: torch.Tensor,
     unknown_f: torch.Tensor,
     inside_f: torch.Tensor | None,
     tol: float,

@@ -38,8 +38,8 @@ from maskbench.inpaint._multigrid import (
     SolveInfo,
     _FineOperator,
     _Grid,
-    _jacobi_scale,
     coarse_size,
+    level_smoother,
     unconverged_message,
 )
 
@@ -162,9 +162,14 @@ def native_galerkin_first(fine: _FineOperator) -> torch.Tensor:
     code = library.road_galerkin_first(
         batch, _pointer(dims), _pointer(c1), _pointer(c2), _pointer(out), torch.get_num_threads()
     )
+    _check_memory(code)
+    return out
+
+
+def _check_memory(code: int) -> None:
+    """Raise MemoryError for the kernel's ROAD_NO_MEMORY return code."""
     if code == _NO_MEMORY:
         raise MemoryError("native ROAD kernel could not allocate its scratch buffers")
-    return out
 
 
 def native_available() -> bool:
@@ -189,8 +194,7 @@ def native_galerkin(stencil: torch.Tensor) -> torch.Tensor:
     code = library.road_galerkin(
         batch, _pointer(dims), _pointer(stencil), _pointer(out), torch.get_num_threads()
     )
-    if code == _NO_MEMORY:
-        raise MemoryError("native ROAD kernel could not allocate its scratch buffers")
+    _check_memory(code)
     return out
 
 
@@ -232,8 +236,9 @@ def native_solve(
     dims = torch.tensor([[g.h, g.w] for g in grids], dtype=torch.int64)
     levels = hierarchy.coarse[:-1]  # the coarsest one is solved densely
     coef = [_flat_stencil(grid, stencil) for grid, stencil in levels]
-    mask = [grid.flat((stencil[:, 1, 1] > 0).to(stencil.dtype)) for grid, stencil in levels]
-    cdinv = [grid.flat(_jacobi_scale(stencil)) for grid, stencil in levels]
+    smoothers = [level_smoother(grid, stencil) for grid, stencil in levels]
+    mask = [level_mask for level_mask, _ in smoothers]
+    cdinv = [level_dinv for _, level_dinv in smoothers]
     arrays = [
         (ctypes.c_void_p * max(len(t), 1))(*[_pointer(a) for a in t]) for t in (coef, mask, cdinv)
     ]
@@ -272,8 +277,7 @@ def native_solve(
         worst=_pointer(worst),
     )
     code = library.road_pcg(ctypes.byref(problem))
-    if code == _NO_MEMORY:
-        raise MemoryError("native ROAD kernel could not allocate its scratch buffers")
+    _check_memory(code)
     if bool((status == _BROKEN).any()):
         raise RoadConvergenceError("ROAD solver broke down (non-finite residual).")
     if bool((status == _UNCONVERGED).any()):
@@ -342,5 +346,4 @@ def native_assemble(
         removed=_pointer(removed),
         noise_std=noise_std,
     )
-    if library.road_assemble(ctypes.byref(assembly)) == _NO_MEMORY:  # pragma: no cover
-        raise MemoryError("native ROAD kernel could not start its threads")
+    _check_memory(library.road_assemble(ctypes.byref(assembly)))
