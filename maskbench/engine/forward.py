@@ -8,7 +8,7 @@ from torch import nn
 import maskbench.engine.rules  # noqa: F401  (registers the rules)
 from maskbench.engine.interpreter import run_graph
 from maskbench.engine.registry import Context, leaf_types
-from maskbench.engine.tracing import MODEL_LOCK, traced
+from maskbench.engine.tracing import MODEL_LOCK, TracedModel, traced
 from maskbench.engine.variants import Variant, as_variant
 from maskbench.errors import MaskError, NumericalRangeError
 
@@ -90,14 +90,34 @@ def masked_forward(
 
 
 def _masked(traced_model, modules, variant: Variant, x: torch.Tensor, keep: torch.Tensor):
+    out = masked_logits(traced_model, modules, variant, x, keep)
+    if variant is Variant.PARTIAL_CONV and out.dtype == torch.float16:
+        _check_float16_range(out, keep)
+    return out
+
+
+def masked_logits(
+    traced_model: TracedModel,
+    modules: dict[str, nn.Module],
+    variant: Variant,
+    x: torch.Tensor,
+    keep: torch.Tensor,
+    *,
+    host_reads: bool | None = None,
+) -> torch.Tensor:
+    """The engine's logits for a validated batch, every sample masked (no checks after).
+
+    ``host_reads=False`` makes the forward free of host reads (capturable as a CUDA
+    graph); ``None`` takes :data:`maskbench.engine.masks.HOST_SHORTCUTS`.
+    """
     ctx = Context(variant=variant)
+    if host_reads is not None:
+        ctx.host_reads = host_reads
     out = run_graph(traced_model, modules, ctx, x, keep)
     if not isinstance(out, torch.Tensor):
         raise TypeError(
             f"masked_forward expects a model returning one tensor, got {type(out).__name__}"
         )
-    if variant is Variant.PARTIAL_CONV and out.dtype == torch.float16:
-        _check_float16_range(out, keep)
     return out
 
 

@@ -58,7 +58,9 @@ NCHW = Layout(4, 2, 3)
 #: 36 per ResNet-50 forward), but on an H200 skipping the work is worth more than
 #: avoiding the syncs: without these reads ``layer_masking`` took 5.5x the plain
 #: forward instead of 4.2x (neighbour padding ran at every all-visible deep layer).
-#: False is the sync-free path, kept tested (same values up to float rounding).
+#: False is the sync-free path, kept tested (same values up to float rounding). This is
+#: the default of each forward's :attr:`Context.host_reads`; forwards captured in a CUDA
+#: graph (:mod:`maskbench.engine.graphs`) never read the host, whatever it says.
 HOST_SHORTCUTS: bool = True
 
 
@@ -69,10 +71,15 @@ class Mask:
     that feeds twenty convolutions is dilated once per distinct window.
     """
 
-    __slots__ = ("__weakref__", "_all", "_family", "_memo", "_symbolic", "keep")
+    __slots__ = ("__weakref__", "_all", "_family", "_host_reads", "_memo", "_symbolic", "keep")
 
     def __init__(
-        self, keep: torch.Tensor, *, symbolic: bool = False, family: list[Mask] | None = None
+        self,
+        keep: torch.Tensor,
+        *,
+        symbolic: bool = False,
+        host_reads: bool = True,
+        family: list[Mask] | None = None,
     ) -> None:
         if keep.dtype != torch.bool or keep.dim() != 4 or keep.shape[1] != 1:
             raise ValueError(f"a Mask needs a (B, 1, H, W) bool tensor, got {keep.shape}")
@@ -81,6 +88,8 @@ class Mask:
         self._all: bool | None = None
         # symbolic: values are fake/meta tensors (check mode); never read data
         self._symbolic = symbolic
+        # whether values may be read on the host to skip work (never in symbolic mode)
+        self._host_reads = host_reads and not symbolic
         # every mask derived from the same input mask, so that release() can find them
         self._family = [] if family is None else family
         self._family.append(self)
@@ -100,8 +109,8 @@ class Mask:
             return value
 
     def derive(self, keep: torch.Tensor) -> Mask:
-        """A new mask with the same symbolic-ness (and family) as this one."""
-        return Mask(keep, symbolic=self._symbolic, family=self._family)
+        """A new mask with the same symbolic-ness, host reads (and family) as this one."""
+        return Mask(keep, symbolic=self._symbolic, host_reads=self._host_reads, family=self._family)
 
     def release(self) -> None:
         """Forget the memos of this mask and of every mask derived from the same root.
@@ -121,10 +130,11 @@ class Mask:
         """True when every position of every sample is visible (one host sync, cached).
 
         Rules use it to skip masking work that would change nothing. Always False in
-        symbolic (check) mode, and when :data:`HOST_SHORTCUTS` is off (then the general
-        path runs: the same values up to float rounding, and no host sync).
+        symbolic (check) mode, and for masks made without host reads (the forward's
+        :attr:`Context.host_reads`; then the general path runs: the same values up to
+        float rounding, and no host sync).
         """
-        if self._symbolic or not HOST_SHORTCUTS:
+        if not self._host_reads:
             return False
         if self._all is None:
             self._all = bool(self.keep.all())
@@ -328,7 +338,9 @@ def _take(keep: torch.Tensor, dim: int, idx: range, size: int) -> torch.Tensor:
         index = [slice(None)] * keep.dim()
         index[dim] = slice(idx.start, idx[-1] + 1, idx.step)
         return keep[tuple(index)]
-    index_t = torch.tensor(list(idx), device=keep.device, dtype=torch.long)
+    # arange on the device, not a tensor made from a Python list: no host-to-device copy
+    # (which a CUDA graph capture would refuse)
+    index_t = torch.arange(idx.start, idx.stop, idx.step, device=keep.device)
     inside = (index_t >= 0) & (index_t < size)
     taken = keep.index_select(dim, index_t.clamp(0, max(size - 1, 0)))
     shape = [1] * keep.dim()
@@ -367,7 +379,7 @@ def intersect(masks: list[Mask]) -> Mask:
         keep = first.keep
         for m in unique[1:]:
             keep = keep & m.keep
-        if not first._symbolic and HOST_SHORTCUTS:
+        if first._host_reads:
             # reuse an input mask object when it *is* the intersection (the usual case
             # for residual adds), so memoised derivations keep being shared downstream
             for m in unique:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from maskbench.engine import masks as _masks
 from maskbench.engine.masks import MT, Layout, Mask, Window, intersect
 from maskbench.engine.variants import Variant
 from maskbench.errors import UnsupportedModelError
@@ -166,6 +167,9 @@ class Context:
     geometry: list[GeometryRecord] | None = None
     problems: list[tuple[str, str, str]] | None = None  # (path, op, reason) in check mode
     masks: list[Mask] = field(default_factory=list)  # every mask of this forward
+    #: whether masks may read their values on the host to skip work (host syncs; see
+    #: :data:`maskbench.engine.masks.HOST_SHORTCUTS`, the default)
+    host_reads: bool = field(default_factory=lambda: _masks.HOST_SHORTCUTS)
 
     def refuse(self, reason: str, op: str | None = None) -> UnsupportedModelError:
         """An :class:`UnsupportedModelError` naming the current module path and op.
@@ -200,7 +204,7 @@ class Context:
     def new_mask(self, keep: torch.Tensor) -> Mask:
         """A mask living for this forward (``masks`` becomes its family: every mask
         derived from it is added there)."""
-        return Mask(keep, symbolic=self.symbolic, family=self.masks)
+        return Mask(keep, symbolic=self.symbolic, host_reads=self.host_reads, family=self.masks)
 
     def release(self) -> None:
         """Free this forward's masks and their memos (see :meth:`Mask.release`)."""
