@@ -14,6 +14,7 @@ from engine_helpers import MODEL_SPECS, garbage_like, make_timm_model, patch_mas
 
 from maskbench.engine import Variant
 from maskbench.engine.forward import masked_logits
+from maskbench.engine.masks import Mask, Window, subsample
 from maskbench.engine.registry import leaf_types
 from maskbench.engine.tape import CaptureError, OpTape
 from maskbench.engine.tracing import traced
@@ -120,3 +121,21 @@ def test_the_host_shortcuts_are_what_a_capture_refuses():
     keep = patch_mask(1, 64, 16, 0.5, seed=5)
     with torch.no_grad(), pytest.raises(CaptureError, match=r"masks\.py"):
         OpTape.record(call, torch.zeros(1, 3, 64, 64), keep)
+
+
+def test_subsampling_at_window_centres_outside_the_image_is_capturable():
+    # a 1 x 1 window with padding 1: the first and last centres lie outside the input,
+    # the one case where subsampling builds an index instead of slicing
+    window = Window.make(1, 2, 1)
+    keep = torch.rand(2, 1, 7, 9, generator=_generator(0)) < 0.5
+    out_hw = ((7 + 2 - 1) // 2 + 1, (9 + 2 - 1) // 2 + 1)
+
+    def centres(k: torch.Tensor) -> torch.Tensor:
+        return subsample(Mask(k), window, out_hw).keep
+
+    tape = OpTape.record(centres, keep)
+    other = torch.rand(2, 1, 7, 9, generator=_generator(1)) < 0.5
+    got = tape.replay(other)
+    assert torch.equal(got, centres(other))
+    assert not got[:, :, 0].any() and not got[:, :, :, 0].any()  # centres outside: removed
+    assert torch.equal(got[:, :, 1:-1, 1:-1], other[:, :, 1:-1:2, 1:-1:2][:, :, :3, :4])
