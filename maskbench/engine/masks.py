@@ -150,6 +150,36 @@ class Mask:
         """The mask as 0/1 floats of ``dtype`` (cached per dtype)."""
         return self.memo(("float", dtype), lambda: self.keep.to(dtype))
 
+    def shared_memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """Like :meth:`memo`, but shared by every mask of the forward (its family).
+
+        For values that depend on the mask's geometry or device only, not its values.
+        """
+        root = self._family[0] if self._family else self
+        return root.memo(("shared", key), compute)
+
+    def scalar(self, value: float, dtype: torch.dtype) -> torch.Tensor:
+        """``value`` as a 0-d tensor on the mask's device, one per forward and dtype.
+
+        ``torch.where(keep, x, 0.0)`` makes a device scalar for its ``0.0`` at every
+        call (a kernel of its own on a GPU); rules pass this shared one instead.
+        """
+        return self.shared_memo(
+            ("scalar", value, dtype),
+            lambda: torch.full((), value, dtype=dtype, device=self.keep.device),
+        )
+
+    def ones_kernel(self, kernel: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+        """A (1, 1, kh, kw) ones convolution kernel on the mask's device (shared)."""
+        return self.shared_memo(
+            ("ones", tuple(kernel), dtype),
+            lambda: torch.ones((1, 1, *kernel), dtype=dtype, device=self.keep.device),
+        )
+
+    def where_visible(self, layout: Layout, x: torch.Tensor, fill: float) -> torch.Tensor:
+        """``x`` at visible positions, ``fill`` at removed ones (one kernel)."""
+        return torch.where(self.view(layout), x, self.scalar(fill, x.dtype))
+
 
 def _view_for(keep: torch.Tensor, layout: Layout) -> torch.Tensor:
     b, _, h, w = keep.shape
@@ -300,7 +330,11 @@ def dilate(mask: Mask, window: Window, out_hw: tuple[int, int], *, pool: bool = 
             out = F.max_pool2d(
                 m, window.kernel, window.stride, 0, window.dilation, window.ceil_mode
             )
-        return mask.derive(_check_size(out, out_hw, "dilated") > 0)
+        derived = mask.derive(_check_size(out, out_hw, "dilated") > 0)
+        # the max of 0/1 floats is the 0/1 float form of the result: the next dilation
+        # of the chain reads it instead of converting the bool mask again
+        derived._memo[("float", m.dtype)] = out
+        return derived
 
     return mask.memo(("dilate", window.key(), out_hw, pool), compute)
 
@@ -357,7 +391,7 @@ def window_count(mask: Mask, window: Window, out_hw: tuple[int, int]) -> torch.T
         t, b, left, r = window.pad
         if (t, b, left, r) != (0, 0, 0, 0):
             m = F.pad(m, (left, r, t, b))
-        ones = torch.ones((1, 1, *window.kernel), dtype=m.dtype, device=m.device)
+        ones = mask.ones_kernel(window.kernel, m.dtype)
         out = F.conv2d(m, ones, None, window.stride, 0, window.dilation)
         return _check_size(out, out_hw, "window-count").round()
 

@@ -58,6 +58,10 @@ MASK_INDEX_OPS = frozenset({"index", "index_put", "index_put_", "_index_put_impl
 HOST_DATA_OPS = frozenset({"lift_fresh", "lift_fresh_copy"})
 
 
+#: ATen ops that only allocate memory (no kernel runs).
+_ALLOCATIONS = frozenset({"empty", "empty_strided", "empty_like", "new_empty"})
+
+
 class CaptureError(MaskbenchError, RuntimeError):
     """A call cannot be captured as a graph: it reads tensor values on the host.
 
@@ -187,6 +191,18 @@ class OpTape:
     def __len__(self) -> int:
         """Number of recorded ops."""
         return len(self._ops)
+
+    def launches(self) -> int:
+        """Recorded ops that run a kernel: all but views and bare allocations.
+
+        On a GPU each is (at least) one kernel launch, the fixed cost that dominates
+        small ops; a device-independent measure of a call's launch overhead.
+        """
+        return sum(
+            1
+            for op in self._ops
+            if not op.func.is_view and op.func.overloadpacket.__name__ not in _ALLOCATIONS
+        )
 
     def op_names(self) -> list[str]:
         """The recorded ops' names, in order (``aten.add.Tensor`` ...)."""

@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_resnet import neighbour_pad
 
-from maskbench.engine.fill import box_sum3, neighbour_fill, value_fill
+from maskbench.engine.fill import (
+    NEIGHBOUR_EPS,
+    box_sum3,
+    neighbour_fill,
+    neighbour_weights,
+    value_fill,
+)
 from maskbench.engine.masks import MT, NCHW, Mask, Window, dilate, intersect, subsample
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
@@ -37,6 +43,30 @@ def test_neighbour_fill_matches_published_passes(keep, rings, seed):
     filled = neighbour_fill(MT(x, Mask(keep), NCHW), rings)
     expected = neighbour_pad(x, keep.float(), rings)
     torch.testing.assert_close(filled, expected, rtol=1e-5, atol=1e-6)
+
+
+def _published_weights(keep: torch.Tensor, rings: int) -> list[torch.Tensor]:
+    """The ring weights as the published code forms them, one pass per ring."""
+    known = keep.double()
+    weights = []
+    for _ in range(rings):
+        count = F.conv2d(known, torch.ones(1, 1, 3, 3, dtype=known.dtype), padding=1)
+        ring = (count > 0) & (known == 0)
+        weights.append(torch.where(ring, 1.0 / (count + NEIGHBOUR_EPS), 0.0))
+        known = torch.where(ring, 1.0, known)
+    return weights
+
+
+@SETTINGS
+@given(keep=rect_masks(), rings=st.integers(1, 6), batched=st.booleans())
+def test_both_ring_schedules_give_the_published_weights(keep, rings, batched):
+    """Ring by ring (the CPU's) and all rings at once (the GPU's): the same weights."""
+    got = neighbour_weights(Mask(keep), rings, torch.float64, batched=batched)
+    expected = _published_weights(keep, rings)
+    assert len(got) == rings
+    for ours, published in zip(got, expected, strict=True):
+        assert ours.shape == published.shape
+        assert torch.equal(ours, published)  # exact: counts are small integers
 
 
 def test_neighbour_fill_ignores_garbage_and_has_no_gradient():

@@ -103,17 +103,27 @@ def fill_for_window(variant: Variant, x: MT, window: Window) -> torch.Tensor:
     return zero_fill(x)
 
 
+def _in_image_count(mask: Mask, window: Window, dtype: torch.dtype) -> torch.Tensor:
+    """In-image positions of each window, (1, 1, h', w'): geometry only, so computed
+    once per forward for all masks of the same size."""
+
+    def compute() -> torch.Tensor:
+        ones = torch.ones((1, 1, *mask.hw), dtype=dtype, device=mask.keep.device)
+        t, b, left, r = window.pad
+        kernel = mask.ones_kernel(window.kernel, dtype)
+        return F.conv2d(
+            F.pad(ones, (left, r, t, b)), kernel, None, window.stride, 0, window.dilation
+        ).round()
+
+    return mask.shared_memo(("in-image", window.key(), mask.hw, dtype), compute)
+
+
 def _partial_ratio(mask: Mask, window: Window, out_hw: tuple[int, int], dtype: torch.dtype):
     def compute() -> torch.Tensor:
         work = work_dtype(dtype)
         visible = window_count(mask, window, out_hw).to(work)
-        ones = torch.ones((1, 1, *mask.hw), dtype=work, device=mask.keep.device)
-        t, b, left, r = window.pad
-        kernel = torch.ones((1, 1, *window.kernel), dtype=work, device=ones.device)
-        in_image = F.conv2d(
-            F.pad(ones, (left, r, t, b)), kernel, None, window.stride, 0, window.dilation
-        ).round()
-        ratio = torch.where(visible > 0, in_image / visible.clamp(min=1.0), 0.0)
+        in_image = _in_image_count(mask, window, work)
+        ratio = torch.where(visible > 0, in_image / visible.clamp(min=1.0), mask.scalar(0.0, work))
         return ratio.to(dtype)
 
     return mask.memo(("partial-ratio", window.key(), out_hw, dtype), compute)

@@ -57,7 +57,7 @@ def _flatten(ctx: Context, x: MT, start: int, end: int, run: Any) -> Any:
                 "positions; no masking rule (pool over space first)"
             )
         ctx.record("global", None, (1, 1), (1, 1))
-        visible = x.value if x.mask.all_visible() else torch.where(x.keep_view(), x.value, 0.0)
+        visible = x.value if x.mask.all_visible() else x.mask.where_visible(x.layout, x.value, 0.0)
         return run(visible)
     shift = e - s
     h = x.layout.h - (shift if x.layout.h > e else 0)
