@@ -41,6 +41,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--no-memory", action="store_true", help="skip peak-memory runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="also time each layer-masking strategy replaying CUDA graphs (NAME+graphs rows)",
+    )
     section = parser.add_mutually_exclusive_group()
     section.add_argument("--no-road", action="store_true", help="skip the ROAD-vs-SciPy section")
     section.add_argument(
@@ -85,6 +90,7 @@ def _run(args: argparse.Namespace) -> int:
             threads=args.threads,
             measure_memory=not args.no_memory,
             seed=args.seed,
+            cuda_graphs=args.cuda_graphs,
             progress=progress,
         )
     if not args.no_road:

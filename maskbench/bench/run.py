@@ -16,14 +16,19 @@ from maskbench.bench.memory import peak_memory_bytes
 from maskbench.bench.road import RoadCaseResult, road_markdown
 from maskbench.bench.targets import target_for
 from maskbench.bench.timing import median, time_round_robin
+from maskbench.engine import graphs
 from maskbench.environment import environment_meta
+from maskbench.errors import DeviceError
 from maskbench.masks.builders import random_removal_masks, rectangle_masks
 from maskbench.masks.segments import patch_grid
 from maskbench.models import resolve_device
+from maskbench.strategies.layer_masking import EngineStrategy
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: The crop fast-path case: a 112 x 112 kept square whose offset is a multiple of 32.
 BOX_CASE = "layer_masking_crop@box112"
+#: Suffix of the cases that replay CUDA graphs (``run_benchmark(cuda_graphs=True)``).
+GRAPHS_SUFFIX = "+graphs"
 
 
 @dataclass
@@ -75,7 +80,12 @@ class BenchResult:
             f"Model `{c['model']}`, batch {c['batch']}, {c['size']}x{c['size']}, {c['dtype']}, "
             f"device {c['device_name']}, {c['threads']} torch threads; "
             f"median of {c['repeats']} interleaved repetitions after {c['warmup']} warm-up; "
-            f"masks remove 50% of 16x16 patches (a different random half per image).",
+            f"masks remove 50% of 16x16 patches (a different random half per image)."
+            + (
+                " Rows `NAME+graphs` replay the masked forward as CUDA graphs (`cuda_graphs=True`)."
+                if c.get("cuda_graphs")
+                else ""
+            ),
             "",
             "| case | median ms | ratio to plain | target | met | peak MB |",
             "|---|---:|---:|---:|:---:|---:|",
@@ -128,6 +138,7 @@ def run_benchmark(
     threads: int | None = None,
     measure_memory: bool = True,
     seed: int = 0,
+    cuda_graphs: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """Time the plain forward and each strategy on the same batch, side by side.
@@ -136,15 +147,25 @@ def run_benchmark(
     removed, a different random half per image); ``layer_masking_crop`` also runs on
     a 112 x 112 kept square to measure its bounding-box fast path. Ratios are medians
     divided by the plain forward's median from the same interleaved repetitions.
+
+    ``cuda_graphs=True`` (CUDA devices only) adds a row ``NAME+graphs`` for every
+    layer-masking strategy, the same strategy with ``cuda_graphs=True``, timed in the
+    same rounds as the rest (its warm-up calls capture the graphs).
     """
     import maskbench as mb
 
     if threads is not None:
         torch.set_num_threads(threads)
     target_device = resolve_device(device)
+    if cuda_graphs and not graphs.capture_available(target_device):
+        raise DeviceError(f"--cuda-graphs needs a CUDA device, not {target_device}")
     torch_dtype = DTYPES[dtype]
     names = list(strategies) if strategies is not None else mb.list_strategies()
     resolved = {name: mb.get_strategy(name) for name in names}  # unknown names fail first
+    if cuda_graphs:
+        for name, strategy in list(resolved.items()):
+            if isinstance(strategy, EngineStrategy):
+                resolved[name + GRAPHS_SUFFIX] = mb.get_strategy(name, cuda_graphs=True)
     model = mb.load_model(model_name, weights="random", seed=seed, device=target_device)
     model = model.to(torch_dtype)
     generator = torch.Generator().manual_seed(seed)
@@ -163,8 +184,9 @@ def run_benchmark(
     calls["plain"] = plain
     for name, strategy in resolved.items():
         calls[name] = lambda s=strategy: s(model, images, masks)
-        if name == "layer_masking_crop":
-            calls[BOX_CASE] = lambda s=strategy: s(model, images, box)
+        if name.startswith("layer_masking_crop"):
+            box_case = BOX_CASE + name[len("layer_masking_crop") :]
+            calls[box_case] = lambda s=strategy: s(model, images, box)
 
     samples = time_round_robin(
         calls, device=target_device, warmup=warmup, repeats=repeats, progress=progress
@@ -199,6 +221,7 @@ def run_benchmark(
         "warmup": warmup,
         "repeats": repeats,
         "seed": seed,
+        "cuda_graphs": cuda_graphs,
         **environment(target_device),
     }
     return BenchResult(config=config, cases=rows)

@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 import maskbench.engine.rules  # noqa: F401  (registers the rules)
-from maskbench.engine.interpreter import run_graph
-from maskbench.engine.registry import Context, leaf_types
-from maskbench.engine.tracing import MODEL_LOCK, TracedModel, traced
+from maskbench.engine.graphs import graph_logits, uses_graphs
+from maskbench.engine.interpreter import masked_logits
+from maskbench.engine.registry import leaf_types
+from maskbench.engine.tracing import MODEL_LOCK, traced
 from maskbench.engine.variants import Variant, as_variant
 from maskbench.errors import MaskError, NumericalRangeError
 
@@ -36,6 +37,8 @@ def masked_forward(
     x: torch.Tensor,
     keep: torch.Tensor,
     variant: Variant | str = Variant.PAPER,
+    *,
+    cuda_graphs: bool = False,
 ) -> torch.Tensor:
     """Logits of ``network`` on ``x`` where only positions with ``keep`` True exist.
 
@@ -46,6 +49,10 @@ def masked_forward(
         x: (B, C, H, W) images, any float dtype the model runs in.
         keep: (B, 1, H, W) bool keep-mask, True = visible (0/1 floats are accepted).
         variant: a :class:`Variant` or its name (``"layer_masking"`` ...).
+        cuda_graphs: on a CUDA device and without autograd, replay the masked forward
+            as a CUDA graph captured once per input shape (see
+            :mod:`maskbench.engine.graphs`): the first call per shape captures, later
+            ones skip the engine's host-side work. Ignored elsewhere.
 
     Returns:
         (B, num_classes) logits in the dtype and on the device the network produces
@@ -63,17 +70,19 @@ def masked_forward(
             mode, or fx cannot trace the model. :func:`check_model` lists all such
             ops without running anything.
         MaskError: ``keep`` does not match ``x``.
+        CaptureError: with ``cuda_graphs``, the forward could not be captured.
     """
     variant = as_variant(variant)
     keep = _validate(x, keep)
     traced_model, modules = traced(network, leaf_types())
+    graphs = cuda_graphs and uses_graphs(x, network)
     with MODEL_LOCK.shared():
         full = keep.flatten(1).all(dim=1)
         n_full = int(full.sum())
         if n_full == x.shape[0]:
             return network(x)
         if n_full == 0:
-            return _masked(traced_model, modules, variant, x, keep)
+            return _masked(traced_model, modules, variant, x, keep, graphs)
         idx_full = full.nonzero().squeeze(1)
         idx_part = (~full).nonzero().squeeze(1)
         plain = network(x.index_select(0, idx_full))
@@ -83,41 +92,22 @@ def masked_forward(
             variant,
             x.index_select(0, idx_part),
             keep.index_select(0, idx_part),
+            graphs,
         )
         out = masked.new_zeros((x.shape[0], *masked.shape[1:]))
         out = out.index_copy(0, idx_part, masked)
         return out.index_copy(0, idx_full, plain.to(masked.dtype))
 
 
-def _masked(traced_model, modules, variant: Variant, x: torch.Tensor, keep: torch.Tensor):
-    out = masked_logits(traced_model, modules, variant, x, keep)
+def _masked(
+    traced_model, modules, variant: Variant, x: torch.Tensor, keep: torch.Tensor, graphs: bool
+):
+    if graphs:
+        out = graph_logits(traced_model, modules, variant, x, keep)
+    else:
+        out = masked_logits(traced_model, modules, variant, x, keep)
     if variant is Variant.PARTIAL_CONV and out.dtype == torch.float16:
         _check_float16_range(out, keep)
-    return out
-
-
-def masked_logits(
-    traced_model: TracedModel,
-    modules: dict[str, nn.Module],
-    variant: Variant,
-    x: torch.Tensor,
-    keep: torch.Tensor,
-    *,
-    host_reads: bool | None = None,
-) -> torch.Tensor:
-    """The engine's logits for a validated batch, every sample masked (no checks after).
-
-    ``host_reads=False`` makes the forward free of host reads (capturable as a CUDA
-    graph); ``None`` takes :data:`maskbench.engine.masks.HOST_SHORTCUTS`.
-    """
-    ctx = Context(variant=variant)
-    if host_reads is not None:
-        ctx.host_reads = host_reads
-    out = run_graph(traced_model, modules, ctx, x, keep)
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(
-            f"masked_forward expects a model returning one tensor, got {type(out).__name__}"
-        )
     return out
 
 

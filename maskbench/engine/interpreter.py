@@ -33,9 +33,10 @@ from maskbench.engine.registry import (
     wrap_output,
 )
 from maskbench.engine.tracing import TracedModel, resolve_attr, resolve_module
+from maskbench.engine.variants import Variant
 from maskbench.errors import UnsupportedModelError
 
-__all__ = ["run_graph"]
+__all__ = ["masked_logits", "run_graph"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,31 @@ def run_graph(
         return _evaluate(traced, modules, ctx, x, keep)
     finally:
         ctx.release()
+
+
+def masked_logits(
+    traced_model: TracedModel,
+    modules: dict[str, nn.Module],
+    variant: Variant,
+    x: torch.Tensor,
+    keep: torch.Tensor,
+    *,
+    host_reads: bool | None = None,
+) -> torch.Tensor:
+    """The engine's logits for a validated batch, every sample masked (no checks after).
+
+    ``host_reads=False`` makes the forward free of host reads (capturable as a CUDA
+    graph); ``None`` takes :data:`maskbench.engine.masks.HOST_SHORTCUTS`.
+    """
+    ctx = Context(variant=variant)
+    if host_reads is not None:
+        ctx.host_reads = host_reads
+    out = run_graph(traced_model, modules, ctx, x, keep)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"masked_forward expects a model returning one tensor, got {type(out).__name__}"
+        )
+    return out
 
 
 def _evaluate(

@@ -21,9 +21,22 @@ from maskbench.strategies.registry import register_strategy
 
 
 class EngineStrategy(Strategy):
-    """A strategy that runs the network through the layer-masking engine."""
+    """A strategy that runs the network through the layer-masking engine.
+
+    Args:
+        cuda_graphs: on CUDA devices, replay each chunk's masked forward as a CUDA graph
+            captured once per input shape (:mod:`maskbench.engine.graphs`): the engine is
+            launch-bound on GPUs, and a graph replays its kernels without the host-side
+            work. The first call per shape pays for the capture; each graph keeps one
+            forward's activation memory. Ignored on the CPU.
+        batch_size, memory_budget: as for every :class:`Strategy`.
+    """
 
     variant: Variant
+
+    def __init__(self, *, cuda_graphs: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.cuda_graphs = bool(cuda_graphs)
 
     def network_input(
         self, model: nn.Module, images: torch.Tensor
@@ -42,7 +55,7 @@ class EngineStrategy(Strategy):
     ) -> torch.Tensor:
         """Run the engine on the normalised images with the keep-mask."""
         network, x = self.network_input(model, images)
-        return masked_forward(network, x, keep, self.variant)
+        return masked_forward(network, x, keep, self.variant, cuda_graphs=self.cuda_graphs)
 
 
 @register_strategy("layer_masking")
@@ -118,7 +131,7 @@ class LayerMaskingCrop(EngineStrategy):
         height, width = x.shape[-2:]
         boxes = self._boxes(network, x, keep) if self.fast_path else None
         if boxes is None:
-            return masked_forward(network, x, keep, self.variant)
+            return masked_forward(network, x, keep, self.variant, cuda_graphs=self.cuda_graphs)
         groups: dict[tuple[int, int], list[int]] = {}
         for index, box in enumerate(boxes):
             size = (box[1] - box[0], box[3] - box[2]) if box else (height, width)
@@ -126,7 +139,7 @@ class LayerMaskingCrop(EngineStrategy):
                 size = (height, width)
             groups.setdefault(size, []).append(index)
         if list(groups) == [(height, width)]:
-            return masked_forward(network, x, keep, self.variant)
+            return masked_forward(network, x, keep, self.variant, cuda_graphs=self.cuda_graphs)
         outputs: list[torch.Tensor | None] = [None] * x.shape[0]
         for size, members in groups.items():
             if size == (height, width):
@@ -136,7 +149,9 @@ class LayerMaskingCrop(EngineStrategy):
                 crops = [self._crop(x[i], keep[i], boxes[i], size) for i in members]
                 group_x = torch.stack([c[0] for c in crops])
                 group_keep = torch.stack([c[1] for c in crops])
-            logits = masked_forward(network, group_x, group_keep, self.variant)
+            logits = masked_forward(
+                network, group_x, group_keep, self.variant, cuda_graphs=self.cuda_graphs
+            )
             for position, index in enumerate(members):
                 outputs[index] = logits[position]
         return torch.stack(outputs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import scipy
 import torch
 
@@ -20,6 +21,9 @@ from maskbench.bench.run import BOX_CASE, run_benchmark
 from maskbench.bench.targets import target_for
 from maskbench.bench.timing import time_round_robin
 from maskbench.cli import main
+from maskbench.engine import graphs
+from maskbench.engine.tape import OpTape
+from maskbench.errors import DeviceError
 
 
 def test_round_robin_runs_every_call_interleaved():
@@ -46,6 +50,48 @@ def test_targets_follow_the_issue():
     assert target_for("layer_masking", "cuda") == 1.3
     assert target_for(BOX_CASE, "cpu") == 0.4
     assert target_for("blur", "cpu") is None
+
+
+def test_graph_cases_have_their_strategys_target():
+    assert target_for("layer_masking+graphs", "cuda") == 1.3
+    assert target_for(BOX_CASE + "+graphs", "cuda") == 0.4
+
+
+def test_cuda_graph_rows_need_a_device_that_captures():
+    with pytest.raises(DeviceError, match="needs a CUDA device"):
+        run_benchmark("resnet18", strategies=["black"], cuda_graphs=True, batch=1, size=32)
+
+
+def test_cuda_graph_rows_time_the_engine_strategies_beside_the_rest(monkeypatch):
+    # graph capture on the CPU by OpTape (as tests/engine/test_engine_graphs.py does)
+    def capture(forward, static_x, static_keep):
+        tape = OpTape.record(forward, static_x, static_keep)
+        return lambda: tape.replay(static_x, static_keep)
+
+    monkeypatch.setattr(graphs, "_capture_backend", lambda device: capture)
+    result = run_benchmark(
+        "resnet18",
+        strategies=["black", "layer_masking", "layer_masking_crop"],
+        batch=2,
+        size=64,
+        warmup=1,
+        repeats=1,
+        measure_memory=False,
+        cuda_graphs=True,
+    )
+    cases = [row.case for row in result.cases]
+    assert cases == [
+        "plain",
+        "black",
+        "layer_masking",
+        "layer_masking_crop",
+        BOX_CASE,
+        "layer_masking+graphs",
+        "layer_masking_crop+graphs",
+        BOX_CASE + "+graphs",
+    ]
+    assert result.config["cuda_graphs"] is True
+    assert "Rows `NAME+graphs` replay" in result.to_markdown()
 
 
 def test_run_benchmark_reports_every_case_against_plain():

@@ -13,7 +13,7 @@ import torch
 from engine_helpers import make_timm_model, patch_mask
 
 from maskbench.engine import Variant
-from maskbench.engine.forward import masked_logits
+from maskbench.engine.interpreter import masked_logits
 from maskbench.engine.registry import leaf_types
 from maskbench.engine.tape import OpTape
 from maskbench.engine.tracing import traced

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from engine_helpers import MODEL_SPECS, garbage_like, make_timm_model, patch_mask
 
 from maskbench.engine import Variant
-from maskbench.engine.forward import masked_logits
+from maskbench.engine.interpreter import masked_logits
 from maskbench.engine.masks import Mask, Window, subsample
 from maskbench.engine.registry import leaf_types
 from maskbench.engine.tape import CaptureError, OpTape
