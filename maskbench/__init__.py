@@ -22,6 +22,7 @@ from maskbench.engine import (
     register_module_rule,
 )
 from maskbench.errors import (
+    CaptureError,
     DeviceError,
     ImageError,
     MaskbenchError,
@@ -60,6 +61,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ALL_CLAIMS",
+    "CaptureError",
     "Claim",
     "DeviceError",
     "ImageError",

@@ -58,3 +58,11 @@ class NumericalRangeError(MaskbenchError, FloatingPointError):
 class DeviceError(MaskbenchError, ValueError):
     """A device is malformed or not present here (e.g. ``cuda`` on a machine without a
     GPU, or ``cuda:3`` with two GPUs visible)."""
+
+
+class CaptureError(MaskbenchError, RuntimeError):
+    """A call cannot be captured as a CUDA graph: something in it reads tensor values on
+    the host (``.item()``, ``bool(t)``, ``nonzero``, a tensor made from host data).
+
+    The message names the op and, where known, the line of code that called it.
+    """

@@ -62,6 +62,13 @@ def _capture_cuda(
     forward: Forward, static_x: torch.Tensor, static_keep: torch.Tensor
 ) -> Callable[[], torch.Tensor]:
     """Capture ``forward`` on the static inputs as a CUDA graph (PyTorch's recipe)."""
+    with torch.cuda.device(static_x.device):
+        return _capture_on_current_device(forward, static_x, static_keep)
+
+
+def _capture_on_current_device(
+    forward: Forward, static_x: torch.Tensor, static_keep: torch.Tensor
+) -> Callable[[], torch.Tensor]:
     side = torch.cuda.Stream(device=static_x.device)
     side.wait_stream(torch.cuda.current_stream(static_x.device))
     with torch.cuda.stream(side):

@@ -30,7 +30,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from maskbench.errors import MaskbenchError
+from maskbench.errors import CaptureError
 
 __all__ = ["HOST_DATA_OPS", "HOST_READ_OPS", "MASK_INDEX_OPS", "CaptureError", "OpTape"]
 
@@ -60,13 +60,6 @@ HOST_DATA_OPS = frozenset({"lift_fresh", "lift_fresh_copy"})
 
 #: ATen ops that only allocate memory (no kernel runs).
 _ALLOCATIONS = frozenset({"empty", "empty_strided", "empty_like", "new_empty"})
-
-
-class CaptureError(MaskbenchError, RuntimeError):
-    """A call cannot be captured as a graph: it reads tensor values on the host.
-
-    The message names the op and the line of maskbench (or user) code that called it.
-    """
 
 
 def _caller() -> str:
