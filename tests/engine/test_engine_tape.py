@@ -7,6 +7,8 @@ decision in the engine's sync-free forward depended on the first mask's values.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -91,9 +93,13 @@ def test_replay_refuses_inputs_of_another_shape():
         tape.replay(torch.zeros(3), torch.zeros(3))
 
 
+@functools.lru_cache(maxsize=2)  # the variants of a model run one after another
+def _model(name: str) -> torch.nn.Module:
+    return make_timm_model(name)
+
+
 def _engine_call(name: str, variant: Variant, host_reads: bool):
-    model = make_timm_model(name)
-    traced_model, modules = traced(model, leaf_types())
+    traced_model, modules = traced(_model(name), leaf_types())
     return lambda x, keep: masked_logits(
         traced_model, modules, variant, x, keep, host_reads=host_reads
     )
