@@ -69,6 +69,8 @@ def test_cuda_graph_rows_time_the_engine_strategies_beside_the_rest(monkeypatch)
         return lambda: tape.replay(static_x, static_keep)
 
     monkeypatch.setattr(graphs, "_capture_backend", lambda device: capture)
+    cleared = []
+    monkeypatch.setattr(graphs, "clear", lambda network=None: cleared.append("memory"))
     result = run_benchmark(
         "resnet18",
         strategies=["black", "layer_masking", "layer_masking_crop"],
@@ -76,7 +78,7 @@ def test_cuda_graph_rows_time_the_engine_strategies_beside_the_rest(monkeypatch)
         size=64,
         warmup=1,
         repeats=1,
-        measure_memory=False,
+        measure_memory=True,
         cuda_graphs=True,
     )
     cases = [row.case for row in result.cases]
@@ -91,6 +93,9 @@ def test_cuda_graph_rows_time_the_engine_strategies_beside_the_rest(monkeypatch)
         BOX_CASE + "+graphs",
     ]
     assert result.config["cuda_graphs"] is True
+    # a replay allocates little: each graph row's memory is measured on a first call,
+    # after the graphs were cleared, so that it includes the capture
+    assert cleared == ["memory"] * 3
     assert "Rows `NAME+graphs` replay" in result.to_markdown()
 
 
