@@ -16,6 +16,10 @@ the two.
 Tensors that existed before the call (parameters, buffers, cached constants) are used
 as they are at replay, as a graph uses them by address; tensors made inside the call are
 recomputed.
+
+What the tape cannot see on the CPU: copies of existing host tensors to the device
+(there is no device), and synchronisation inside CUDA libraries. The CUDA tests of
+graph mode (``tests/engine/test_engine_graphs.py``) cover those on a GPU.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from maskbench.errors import CaptureError
 
 __all__ = ["HOST_DATA_OPS", "HOST_READ_OPS", "MASK_INDEX_OPS", "CaptureError", "OpTape"]
 
-#: ATen ops that read tensor values on the host, or whose output shape depends on them.
+#: ATen ops that read tensor values on the host, or whose output shape depends on them
+#: (and ``repeat_interleave`` with tensor repeats and no ``output_size``).
 HOST_READ_OPS = frozenset(
     {
         "_local_scalar_dense",  # .item(), bool(t), int(t), float(t)
@@ -48,7 +53,6 @@ HOST_READ_OPS = frozenset(
         "unique_dim",
         "unique_consecutive",
         "bincount",
-        "repeat_interleave",
     }
 )
 #: ATen indexing ops that need the data on the host when an index is a bool mask
@@ -115,7 +119,7 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = func.overloadpacket.__name__
-        if name in HOST_READ_OPS:
+        if name in HOST_READ_OPS or (name == "repeat_interleave" and "output_size" not in kwargs):
             raise CaptureError(
                 f"aten.{name} reads tensor values on the host (at {_caller()}); a CUDA "
                 "graph cannot capture it"

@@ -77,12 +77,19 @@ def test_a_frozen_host_decision_shows_up_as_a_replay_difference():
         (lambda x: x.nonzero(), "nonzero"),
         (lambda x: x[x > 0], "index"),
         (lambda x: x.index_put_((x > 0,), torch.zeros(())), "index_put_"),
+        (lambda x: x.repeat_interleave((x > 0).long()), "repeat_interleave"),
         (lambda x: x.index_select(0, torch.tensor([0, 1])), "lift_fresh"),
     ],
 )
 def test_host_reads_are_refused_naming_the_op_and_the_line(call, op):
     with pytest.raises(CaptureError, match=rf"aten\.{op} .*test_engine_tape\.py:\d+"):
         OpTape.record(call, torch.randn(4, generator=_generator(0)))
+
+
+def test_repeats_with_a_known_output_size_are_capturable():
+    x = torch.arange(4.0)
+    tape = OpTape.record(lambda v: v.repeat_interleave(2), x)
+    assert torch.equal(tape.replay(x + 1), (x + 1).repeat_interleave(2))
 
 
 def test_replay_refuses_inputs_of_another_shape():
