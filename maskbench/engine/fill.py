@@ -38,6 +38,12 @@ def _depthwise(x: torch.Tensor) -> bool:
     return x.shape[1] >= _DEPTHWISE_MIN_CHANNELS or x.device.type != "cpu"
 
 
+def _box_sum3_on(mask: Mask, x: torch.Tensor) -> torch.Tensor:
+    """:func:`box_sum3` of ``x``, with the forward's shared ones kernel where it is used."""
+    ones = mask.ones_kernel((3, 3), x.dtype, x.shape[1]) if _depthwise(x) else None
+    return box_sum3(x, ones)
+
+
 def box_sum3(x: torch.Tensor, ones: torch.Tensor | None = None) -> torch.Tensor:
     """Sum over each 3 x 3 neighbourhood of a (B, C, H, W) tensor, zero padded.
 
@@ -82,12 +88,14 @@ def neighbour_weights(
       ring, instead of a dozen per ring).
     """
 
+    all_at_once = mask.keep.device.type != "cpu" if batched is None else batched
+
     def compute() -> list[torch.Tensor]:
         known = mask.as_float(dtype)
-        if not (known.device.type != "cpu" if batched is None else batched):
+        if not all_at_once:
             weights = []
             for _ in range(rings):
-                count = box_sum3(known).round()
+                count = _box_sum3_on(mask, known).round()
                 weights.append(_ring_weights(count, known))
                 known = (count > 0).to(dtype)
             return weights
@@ -97,9 +105,9 @@ def neighbour_weights(
         while len(stack) < rings:
             stack.append(F.max_pool2d(stack[-1], 3, 1, 1))
         known = stack[0] if rings == 1 else torch.cat(stack, dim=1)  # (B, rings, H, W)
-        return list(_ring_weights(box_sum3(known).round(), known).split(1, dim=1))
+        return list(_ring_weights(_box_sum3_on(mask, known).round(), known).split(1, dim=1))
 
-    return mask.memo(("neighbour", rings, dtype, batched), compute)
+    return mask.memo(("neighbour", rings, dtype, all_at_once), compute)
 
 
 def _ring_weights(count: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -130,20 +138,11 @@ def neighbour_fill(x: MT, rings: int) -> torch.Tensor:
         ("neighbour-cast", rings, dtype),
         lambda: [w.to(dtype) for w in neighbour_weights(x.mask, rings, work_dtype(dtype))],
     )
-    # one depthwise ones kernel per forward and channel count, for every ring's box sum
-    channels = x.value.shape[1]
-    ones = (
-        x.mask.shared_memo(
-            ("box-ones", channels, dtype), lambda: x.value.new_ones((channels, 1, 3, 3))
-        )
-        if _depthwise(x.value)
-        else None
-    )
     current = filled.detach()
     with torch.no_grad():
         for weight in weights:
             # ring positions hold 0 and weight 0 is everywhere else: a pure update
-            current = torch.addcmul(current, box_sum3(current, ones), weight)
+            current = torch.addcmul(current, _box_sum3_on(x.mask, current), weight)
     if filled.requires_grad:
         # visible positions keep their gradient; ring values are constants
         return torch.where(x.keep_view(), filled, current)

@@ -169,11 +169,14 @@ class Mask:
             lambda: torch.full((), value, dtype=dtype, device=self.keep.device),
         )
 
-    def ones_kernel(self, kernel: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
-        """A (1, 1, kh, kw) ones convolution kernel on the mask's device (shared)."""
+    def ones_kernel(
+        self, kernel: tuple[int, int], dtype: torch.dtype, channels: int = 1
+    ) -> torch.Tensor:
+        """A (channels, 1, kh, kw) ones convolution kernel on the mask's device (shared):
+        a window sum, depthwise for ``channels`` > 1."""
         return self.shared_memo(
-            ("ones", tuple(kernel), dtype),
-            lambda: torch.ones((1, 1, *kernel), dtype=dtype, device=self.keep.device),
+            ("ones", tuple(kernel), dtype, channels),
+            lambda: torch.ones((channels, 1, *kernel), dtype=dtype, device=self.keep.device),
         )
 
     def where_visible(self, layout: Layout, x: torch.Tensor, fill: float) -> torch.Tensor:

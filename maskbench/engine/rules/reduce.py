@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from maskbench.engine.fill import value_fill
 from maskbench.engine.masks import MT, Layout
 from maskbench.engine.registry import (
     Context,
@@ -67,7 +68,7 @@ def masked_reduce(
     acc = _accumulate_dtype(value.dtype) if value.is_floating_point() else torch.float32
     all_visible = x.mask.all_visible()
     if how in ("mean", "sum", "norm"):
-        zeroed = value if all_visible else x.mask.where_visible(x.layout, value, 0.0)
+        zeroed = value_fill(x, 0.0)
         if how == "norm":
             out = torch.linalg.vector_norm(zeroed.to(acc), ord=p, dim=dims, keepdim=keepdim)
         else:
@@ -82,7 +83,7 @@ def masked_reduce(
         return out.to(out_dtype)
     if how in ("amax", "amin"):
         big = float("-inf") if how == "amax" else float("inf")
-        filled = value if all_visible else x.mask.where_visible(x.layout, value, big)
+        filled = value_fill(x, big)
         reduce = torch.amax if how == "amax" else torch.amin
         out = reduce(filled, dim=dims, keepdim=keepdim)
         if not all_visible:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from maskbench.engine.fill import zero_fill
 from maskbench.engine.masks import MT, Layout
 from maskbench.engine.registry import (
     Context,
@@ -57,7 +58,7 @@ def _flatten(ctx: Context, x: MT, start: int, end: int, run: Any) -> Any:
                 "positions; no masking rule (pool over space first)"
             )
         ctx.record("global", None, (1, 1), (1, 1))
-        visible = x.value if x.mask.all_visible() else x.mask.where_visible(x.layout, x.value, 0.0)
+        visible = zero_fill(x)
         return run(visible)
     shift = e - s
     h = x.layout.h - (shift if x.layout.h > e else 0)
