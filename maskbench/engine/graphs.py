@@ -34,9 +34,10 @@ import torch
 from torch import nn
 
 from maskbench.engine.interpreter import masked_logits
-from maskbench.engine.tape import CaptureError
-from maskbench.engine.tracing import TracedModel
+from maskbench.engine.tape import OpTape
+from maskbench.engine.tracing import TracedModel, cached_traces
 from maskbench.engine.variants import Variant
+from maskbench.errors import CaptureError
 
 __all__ = [
     "CACHE_SIZE",
@@ -44,6 +45,7 @@ __all__ = [
     "capture_available",
     "clear",
     "graph_logits",
+    "tape_capture",
     "uses_graphs",
 ]
 
@@ -81,6 +83,24 @@ def _capture_on_current_device(
 
     def replay() -> torch.Tensor:
         graph.replay()
+        return static_out
+
+    return replay
+
+
+def tape_capture(
+    forward: Forward, static_x: torch.Tensor, static_keep: torch.Tensor
+) -> Callable[[], torch.Tensor]:
+    """A :data:`Capture` by :class:`~maskbench.engine.tape.OpTape`, for any device.
+
+    For testing graph mode without a GPU: like a CUDA graph, it freezes the recorded
+    ops and every replay overwrites the same output tensor.
+    """
+    tape = OpTape.record(forward, static_x, static_keep)
+    static_out = tape.replay(static_x, static_keep)
+
+    def replay() -> torch.Tensor:
+        static_out.copy_(tape.replay(static_x, static_keep))
         return static_out
 
     return replay
@@ -233,15 +253,7 @@ def _capture_graph(
 
 def clear(network: nn.Module | None = None) -> None:
     """Free the captured graphs of ``network`` (of every traced model when None)."""
-    from maskbench.engine import tracing
-
-    with tracing._CACHE_LOCK:
-        if network is None:
-            entries = list(tracing._CACHE.values())
-        else:
-            entry = tracing._CACHE.get(network)
-            entries = [] if entry is None else [entry]
-    for entry in entries:
+    for entry in cached_traces(network):
         cache = _cache_of(entry)
         with cache.lock:
             cache.graphs.clear()

@@ -230,6 +230,15 @@ def resolve_module(modules: dict[str, nn.Module], target: str) -> nn.Module:
     return modules[_strip(target)]
 
 
+def cached_traces(network: nn.Module | None = None) -> list[TracedModel]:
+    """The cached traces: of ``network`` (none or one), or of every model when None."""
+    with _CACHE_LOCK:
+        if network is None:
+            return list(_CACHE.values())
+        entry = _CACHE.get(network)
+    return [] if entry is None else [entry]
+
+
 def clear_cache() -> None:
     """Forget every cached trace (tests use it; never needed for correctness)."""
     with _CACHE_LOCK:

@@ -22,7 +22,6 @@ from maskbench.bench.targets import target_for
 from maskbench.bench.timing import time_round_robin
 from maskbench.cli import main
 from maskbench.engine import graphs
-from maskbench.engine.tape import OpTape
 from maskbench.errors import DeviceError
 
 
@@ -64,11 +63,7 @@ def test_cuda_graph_rows_need_a_device_that_captures():
 
 def test_cuda_graph_rows_time_the_engine_strategies_beside_the_rest(monkeypatch):
     # graph capture on the CPU by OpTape (as tests/engine/test_engine_graphs.py does)
-    def capture(forward, static_x, static_keep):
-        tape = OpTape.record(forward, static_x, static_keep)
-        return lambda: tape.replay(static_x, static_keep)
-
-    monkeypatch.setattr(graphs, "_capture_backend", lambda device: capture)
+    monkeypatch.setattr(graphs, "_capture_backend", lambda device: graphs.tape_capture)
     cleared = []
     monkeypatch.setattr(graphs, "clear", lambda network=None: cleared.append("memory"))
     result = run_benchmark(

@@ -16,22 +16,10 @@ import maskbench as mb
 from maskbench.engine import Variant, graphs, masked_forward
 from maskbench.engine.interpreter import masked_logits
 from maskbench.engine.registry import leaf_types
-from maskbench.engine.tape import CaptureError, OpTape
+from maskbench.engine.tape import CaptureError
 from maskbench.engine.tracing import traced
 
 RTOL = 1e-5  # float32, relative to the largest |logit| (sync-free vs host shortcuts)
-
-
-def _capture_with_tape(forward, static_x, static_keep):
-    tape = OpTape.record(forward, static_x, static_keep)
-    static_out = tape.replay(static_x, static_keep)
-
-    def replay():
-        # like a CUDA graph: every replay overwrites the same output memory
-        static_out.copy_(tape.replay(static_x, static_keep))
-        return static_out
-
-    return replay
 
 
 @pytest.fixture
@@ -40,7 +28,7 @@ def tape_graphs(monkeypatch):
     monkeypatch.setattr(
         graphs,
         "_capture_backend",
-        lambda device: _capture_with_tape if device.type == "cpu" else None,
+        lambda device: graphs.tape_capture if device.type == "cpu" else None,
     )
 
 
