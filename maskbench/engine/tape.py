@@ -91,6 +91,19 @@ class _Ref:
     slot: int
 
 
+def _encode(leaves: list, slots: dict[int, int]) -> list:
+    """``leaves`` with each tensor made inside the call replaced by its slot."""
+    return [
+        _Ref(slots[id(leaf)]) if isinstance(leaf, torch.Tensor) and id(leaf) in slots else leaf
+        for leaf in leaves
+    ]
+
+
+def _decode(leaves: list, values: dict[int, torch.Tensor]) -> list:
+    """The inverse of :func:`_encode` at replay: slots become the replayed tensors."""
+    return [values[leaf.slot] if isinstance(leaf, _Ref) else leaf for leaf in leaves]
+
+
 @dataclass
 class _Op:
     func: Any  # an OpOverload
@@ -135,12 +148,7 @@ class _Recorder(TorchDispatchMode):
                 "CUDA graph capture that is a host-to-device copy, which it refuses"
             )
         leaves, spec = tree_flatten((args, kwargs))
-        recorded = [
-            _Ref(self.slots[id(leaf)])
-            if isinstance(leaf, torch.Tensor) and id(leaf) in self.slots
-            else leaf
-            for leaf in leaves
-        ]
+        recorded = _encode(leaves, self.slots)
         out = func(*args, **kwargs)
         out_leaves, out_spec = tree_flatten(out)
         outputs = [
@@ -171,10 +179,7 @@ class OpTape:
         self._shapes = [(tuple(t.shape), t.dtype, t.device) for t in inputs]
         self._n_inputs = len(inputs)
         out_leaves, self._out_spec = tree_flatten(output)
-        self._out = [
-            _Ref(slots[id(leaf)]) if isinstance(leaf, torch.Tensor) and id(leaf) in slots else leaf
-            for leaf in out_leaves
-        ]
+        self._out = _encode(out_leaves, slots)
         self._free_after = _last_uses(ops, self._out)
 
     @classmethod
@@ -184,10 +189,6 @@ class OpTape:
         with recorder:
             output = fn(*inputs)
         return cls(recorder.ops, list(inputs), output, recorder.slots)
-
-    def __len__(self) -> int:
-        """Number of recorded ops."""
-        return len(self._ops)
 
     def launches(self) -> int:
         """Recorded ops that run a kernel: all but views and bare allocations.
@@ -200,10 +201,6 @@ class OpTape:
             for op in self._ops
             if not op.func.is_view and op.func.overloadpacket.__name__ not in _ALLOCATIONS
         )
-
-    def op_names(self) -> list[str]:
-        """The recorded ops' names, in order (``aten.add.Tensor`` ...)."""
-        return [str(op.func) for op in self._ops]
 
     def replay(self, *inputs: torch.Tensor) -> Any:
         """The recorded ops on ``inputs`` (same shapes, dtypes and devices as recorded)."""
@@ -218,16 +215,14 @@ class OpTape:
                 )
         values: dict[int, torch.Tensor] = dict(enumerate(inputs))
         for index, op in enumerate(self._ops):
-            leaves = [values[leaf.slot] if isinstance(leaf, _Ref) else leaf for leaf in op.leaves]
-            args, kwargs = tree_unflatten(leaves, op.spec)
+            args, kwargs = tree_unflatten(_decode(op.leaves, values), op.spec)
             out_leaves, _ = tree_flatten(op.func(*args, **kwargs))
             for slot, leaf in zip(op.outputs, out_leaves, strict=True):
                 if slot is not None:
                     values[slot] = leaf
             for slot in self._free_after.get(index, ()):
                 values.pop(slot, None)
-        leaves = [values[leaf.slot] if isinstance(leaf, _Ref) else leaf for leaf in self._out]
-        return tree_unflatten(leaves, self._out_spec)
+        return tree_unflatten(_decode(self._out, values), self._out_spec)
 
 
 def _last_uses(ops: list[_Op], output: list) -> dict[int, list[int]]:
