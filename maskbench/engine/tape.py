@@ -17,6 +17,9 @@ Tensors that existed before the call (parameters, buffers, cached constants) are
 as they are at replay, as a graph uses them by address; tensors made inside the call are
 recomputed.
 
+Reads that bypass the dispatcher (``tolist()``, ``numpy()``) are refused too: the
+tape replaces those two methods while it records.
+
 What the tape cannot see on the CPU: copies of existing host tensors to the device
 (there is no device), and synchronisation inside CUDA libraries. The CUDA tests of
 graph mode (``tests/engine/test_engine_graphs.py``) cover those on a GPU.
@@ -24,8 +27,9 @@ graph mode (``tests/engine/test_engine_graphs.py``) cover those on a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,14 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from maskbench.errors import CaptureError
 
-__all__ = ["HOST_DATA_OPS", "HOST_READ_OPS", "MASK_INDEX_OPS", "CaptureError", "OpTape"]
+__all__ = [
+    "HOST_DATA_OPS",
+    "HOST_READ_OPS",
+    "MASK_INDEX_OPS",
+    "UNDISPATCHED_READS",
+    "CaptureError",
+    "OpTape",
+]
 
 #: ATen ops that read tensor values on the host, or whose output shape depends on them
 #: (and ``repeat_interleave`` with tensor repeats and no ``output_size``).
@@ -158,6 +169,33 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
+#: Tensor methods that read values on the host without going through the dispatcher.
+UNDISPATCHED_READS = ("tolist", "numpy")
+
+
+@contextlib.contextmanager
+def _refusing_undispatched_reads() -> Iterator[None]:
+    """Make :data:`UNDISPATCHED_READS` raise :class:`CaptureError` (restored after)."""
+    saved = {name: getattr(torch.Tensor, name) for name in UNDISPATCHED_READS}
+
+    def refuse(name: str):
+        def method(self, *args, **kwargs):
+            raise CaptureError(
+                f"Tensor.{name}() copies tensor values to the host (at {_caller()}); a "
+                "CUDA graph cannot capture it"
+            )
+
+        return method
+
+    try:
+        for name in UNDISPATCHED_READS:
+            setattr(torch.Tensor, name, refuse(name))
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
+
+
 class OpTape:
     """The ATen ops of one call of ``fn(*inputs)``, replayable on new inputs.
 
@@ -186,7 +224,7 @@ class OpTape:
     def record(cls, fn: Callable[..., Any], *inputs: torch.Tensor) -> OpTape:
         """Run ``fn(*inputs)`` once, recording its ops (the result is discarded)."""
         recorder = _Recorder(inputs)
-        with recorder:
+        with _refusing_undispatched_reads(), recorder:
             output = fn(*inputs)
         return cls(recorder.ops, list(inputs), output, recorder.slots)
 

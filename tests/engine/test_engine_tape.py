@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -84,6 +85,14 @@ def test_a_frozen_host_decision_shows_up_as_a_replay_difference():
 def test_host_reads_are_refused_naming_the_op_and_the_line(call, op):
     with pytest.raises(CaptureError, match=rf"aten\.{op} .*test_engine_tape\.py:\d+"):
         OpTape.record(call, torch.randn(4, generator=_generator(0)))
+
+
+@pytest.mark.parametrize("call", [lambda x: x.tolist(), lambda x: x.numpy(), np.asarray])
+def test_reads_around_the_dispatcher_are_refused_and_restored(call):
+    with pytest.raises(CaptureError, match=r"Tensor\.(tolist|numpy)\(\) .*test_engine_tape\.py"):
+        OpTape.record(call, torch.arange(3.0))
+    assert call(torch.arange(3.0)) is not None  # the methods are back after recording
+    assert torch.arange(3.0).tolist() == [0.0, 1.0, 2.0]
 
 
 def test_repeats_with_a_known_output_size_are_capturable():
