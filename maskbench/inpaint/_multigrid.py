@@ -43,6 +43,7 @@ samples of the batch.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from typing import Literal
@@ -467,18 +468,35 @@ def level_smoother(grid: _Grid, stencil: torch.Tensor) -> tuple[torch.Tensor, to
     return grid.flat(mask.unsqueeze(1)), grid.flat(_jacobi_scale(stencil).unsqueeze(1))
 
 
-def _dense_matrix(stencil: torch.Tensor) -> torch.Tensor:
-    """The dense ``(B, n, n)`` float64 matrix of a small stencil operator."""
-    batch, _, _, h, w = stencil.shape
-    device = stencil.device
-    matrix = torch.zeros((batch, h * w, h * w), dtype=torch.float64, device=device)
-    rows = torch.arange(h, device=device).view(h, 1).expand(h, w)
-    cols = torch.arange(w, device=device).view(1, w).expand(h, w)
+@functools.lru_cache(maxsize=32)
+def _dense_positions(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a ``(3, 3, h, w)`` stencil on an ``h x w`` grid: which flat stencil entries
+    (``source``) go to which flat ``(n, n)`` matrix entries (``target``), all nine
+    offsets at once, couplings across the grid's border left out. Every target occurs
+    once (each offset gives its own column offset). Cached: built with bool indexing,
+    which reads the mask on the host."""
+    n = h * w
+    rows = torch.arange(h).view(h, 1).expand(h, w)
+    cols = torch.arange(w).view(1, w).expand(h, w)
+    sources, targets = [], []
     for a in range(3):
         for b in range(3):
             nr, nc = rows + a - 1, cols + b - 1
             ok = (nr >= 0) & (nr < h) & (nc >= 0) & (nc < w)
-            matrix[:, (rows * w + cols)[ok], (nr * w + nc)[ok]] += stencil[:, a, b][:, ok].double()
+            sources.append(((a * 3 + b) * n + rows * w + cols)[ok])
+            targets.append(((rows * w + cols) * n + nr * w + nc)[ok])
+    return torch.cat(sources).to(device), torch.cat(targets).to(device)
+
+
+def _dense_matrix(stencil: torch.Tensor) -> torch.Tensor:
+    """The dense ``(B, n, n)`` float64 matrix of a small stencil operator (one gather and
+    one scatter: no host read)."""
+    batch, _, _, h, w = stencil.shape
+    source, target = _dense_positions(h, w, stencil.device)
+    matrix = torch.zeros((batch, h * w, h * w), dtype=torch.float64, device=stencil.device)
+    # ``+ 0.0``: an entry is 0 + v, as when summed into the zeros (-0.0 becomes +0.0).
+    values = stencil.reshape(batch, -1).index_select(1, source).double() + 0.0
+    matrix.view(batch, -1).index_copy_(1, target, values)
     return matrix
 
 
@@ -801,8 +819,7 @@ class MultigridSolver:
         self.precondition(b, state.z)  # r = b at x = 0
         for i in range(len(self.chunks)):
             state.check(i, self.work)
-        state.raise_if_broken()
-        while not state.all_done():
+        while not state.settle():  # the iteration's one host read
             if state.iterations >= max_iter:
                 state.raise_unconverged(max_iter)
             state.iterations += 1
@@ -813,7 +830,6 @@ class MultigridSolver:
                 view = state.views[i]
                 self._post_smooth(i, view.r, view.z)
                 state.check(i, self.work)
-            state.raise_if_broken()
         return state.x, state.info(len(self.levels) + 1)
 
     def _step(self, i: int, state: _CGState) -> None:
@@ -887,6 +903,8 @@ class _CGState:
     """Vectors and per-system scalars of the batched conjugate-gradient iteration.
 
     Scalars are kept per chunk (``(k, C)`` tensors), so a sweep never slices the batch.
+    :meth:`check` reads nothing back to the host; :meth:`settle`, once per iteration,
+    reads everything the host decides on in one go.
     """
 
     def __init__(
@@ -919,7 +937,9 @@ class _CGState:
         self.worst = [torch.zeros_like(s) for s in self.scale]
         self.best = [torch.full_like(s, float("inf")) for s in self.scale]
         self.iterations = 0
-        self.restarts = 0
+        self.restarts = torch.zeros((), dtype=torch.int64, device=b.device)
+        # Per chunk, the samples with a system that stalled since the last settle.
+        self.stalled_samples = [torch.zeros_like(d[:, 0]) for d in self.done]
         # Which samples evaluate the residual in float64 (see MultigridSolver.solve):
         # per chunk a (k,) mask, and for _step None (none), _ALL, or their positions.
         self.can_switch = b.dtype != torch.float64
@@ -940,18 +960,20 @@ class _CGState:
         estimate = _max_abs(view.z)
         self.worst[i] = estimate
         passed = (estimate <= self.threshold[i]) & ~self.done[i]
-        if bool(passed.any()):
-            view.x.addcmul_(view.z, passed.to(view.z.dtype).unsqueeze(-1))
-            self.estimate[i] = torch.where(passed, estimate, self.estimate[i])
-            self.done[i] = self.done[i] | passed
+        # Unconditional (no host read): systems that did not pass add 0 times z, which
+        # leaves x bit for bit (x is never -0.0), or NaN where z is not finite, and
+        # then settle() raises.
+        view.x.addcmul_(view.z, passed.to(view.z.dtype).unsqueeze(-1))
+        self.estimate[i] = torch.where(passed, estimate, self.estimate[i])
+        self.done[i] = self.done[i] | passed
         # Root cause of the corner failures: with a float32 residual, a system whose
         # round-off floor (residual round-off amplified by B ~ A^-1) is above tol can
         # never pass; CG then runs on round-off, loses conjugacy and diverges. Detect
         # the stagnation, move the sample to a float64 residual, restart CG (beta = 0).
         stalled = (estimate > _STALL_RATIO * self.best[i]) & ~self.done[i]
         self.best[i] = torch.minimum(self.best[i], estimate)
-        if bool(stalled.any()):
-            self._stalled(i, stalled)
+        self.restarts += stalled.sum()
+        self.stalled_samples[i] = self.stalled_samples[i] | stalled.any(dim=1)
         rz_new = work.dot(view.r, view.z)
         if self.iterations == 0:
             view.p.copy_(view.z)
@@ -963,11 +985,26 @@ class _CGState:
             torch.addcmul(view.z, view.p, beta.unsqueeze(-1), out=view.p)
         self.rz[i] = rz_new
 
-    def _stalled(self, i: int, stalled: torch.Tensor) -> None:
-        """Count the restarts of chunk ``i``; switch the samples of ``stalled`` systems
-        to a float64 residual (if they are float32 and not switched yet)."""
-        self.restarts += int(stalled.sum())
-        self.switch(i, stalled.any(dim=1))
+    def settle(self) -> bool:
+        """After the checks of an iteration: whether every system is done, in one host
+        read. Raises :class:`RoadConvergenceError` if the iteration broke down (a
+        non-finite estimate); moves the samples whose systems stalled to a float64
+        residual (see :meth:`switch`) before the next step."""
+        flags = torch.stack(
+            [
+                torch.stack([done.all(), torch.isfinite(worst).all(), stalled.any()])
+                for done, worst, stalled in zip(
+                    self.done, self.worst, self.stalled_samples, strict=True
+                )
+            ]
+        ).tolist()
+        if not all(finite for _, finite, _ in flags):
+            raise RoadConvergenceError("ROAD solver broke down (non-finite residual).")
+        for i, (_, _, stalled) in enumerate(flags):
+            if stalled:
+                self.switch(i, self.stalled_samples[i])
+                self.stalled_samples[i] = torch.zeros_like(self.stalled_samples[i])
+        return all(done for done, _, _ in flags)
 
     def switch(self, i: int, samples: torch.Tensor) -> None:
         """Evaluate the residual of ``samples`` (``(k,)`` bool) of chunk ``i`` in
@@ -986,13 +1023,6 @@ class _CGState:
         active = (~self.done[i]).to(pap.dtype)
         return (self.rz[i] / pap.clamp_min(1e-300) * active).unsqueeze(-1)
 
-    def all_done(self) -> bool:
-        return all(bool(done.all()) for done in self.done)
-
-    def raise_if_broken(self) -> None:
-        if not all(bool(torch.isfinite(worst).all()) for worst in self.worst):
-            raise RoadConvergenceError("ROAD solver broke down (non-finite residual).")
-
     def raise_unconverged(self, max_iter: int) -> None:
         done, worst, scale = torch.cat(self.done), torch.cat(self.worst), torch.cat(self.scale)
         raise RoadConvergenceError(unconverged_message(max_iter, self.tol, done, worst, scale))
@@ -1005,7 +1035,7 @@ class _CGState:
             error_estimate=relative,
             levels=levels,
             float64_residual=torch.cat(self.accurate),
-            restarts=self.restarts,
+            restarts=int(self.restarts),
         )
 
 

@@ -57,6 +57,7 @@ order.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -261,6 +262,10 @@ def _impute(
                 draws = [noise.pop(i, None) for i in rows]
                 native_assemble(out, images, keep_flat, solution, places, draws, noise_std)
                 assembled.update(rows)
+            elif all(box == full for box in group_boxes):
+                draws = [noise.pop(i) for i in rows] if noise_std > 0 else None
+                _assemble_whole(out, images, keep, rows, solution, draws, noise_std)
+                assembled.update(rows)
             else:
                 solutions.update(zip(rows, crops, strict=True))
         for i, box in enumerate(boxes):
@@ -305,6 +310,50 @@ def _add_noise(
     return noisy
 
 
+def _scatter_draws(removed: torch.Tensor, draws: list[torch.Tensor]) -> torch.Tensor:
+    """``(k, C, n)``: sample ``b``'s draws (``(C, removed pixels)``, see :func:`_noise`)
+    at its removed pixels (``removed``: ``(k, n)`` bool), zero elsewhere. One gather for
+    all samples, with no host read: a removed pixel's place in its sample's draws is the
+    number of removed pixels before it (a cumulative sum)."""
+    channels = draws[0].shape[0]
+    counts = [draw.shape[1] for draw in draws]
+    device = removed.device
+    starts = torch.tensor(
+        list(itertools.accumulate((channels * c for c in counts[:-1]), initial=0)), device=device
+    )
+    count = torch.tensor(counts, device=device).view(-1, 1, 1)
+    rank = removed.cumsum(dim=1).sub_(1).unsqueeze(1)  # (k, 1, n)
+    channel = torch.arange(channels, device=device).view(1, -1, 1)
+    place = (channel * count).add_(starts.view(-1, 1, 1)).add(rank)  # (k, C, n)
+    flat = torch.cat([draw.reshape(-1) for draw in draws])
+    gathered = flat.take(place.clamp_(0, flat.numel() - 1))
+    return torch.where(removed.unsqueeze(1), gathered, 0.0)
+
+
+def _assemble_whole(
+    out: torch.Tensor,
+    images: torch.Tensor,
+    keep: torch.Tensor,
+    rows: list[int],
+    solution: torch.Tensor,
+    draws: list[torch.Tensor] | None,
+    std: float,
+) -> None:
+    """:func:`_add_noise` and :func:`_assemble` for the samples ``rows`` at once, whose
+    boxes are the whole image: ``solution`` (``(k, C, H, W)``) plus ``std`` times their
+    ``draws`` at removed pixels, kept pixels from ``images``. The same bits as one
+    sample at a time, in a dozen ops and no host read (what a GPU waits on)."""
+    index = torch.tensor(rows, device=images.device)
+    masks = keep.index_select(0, index)
+    imputed = solution
+    if draws is not None:
+        removed = ~masks.flatten(1)
+        noise = _scatter_draws(removed, draws).view_as(solution)
+        imputed = solution + std * noise  # kept pixels are overwritten below
+    picked = torch.where(masks, images.index_select(0, index), imputed.to(images.dtype))
+    out.index_copy_(0, index, picked)
+
+
 def _assemble(
     out: torch.Tensor, image: torch.Tensor, keep: torch.Tensor, box: Box, imputed: torch.Tensor
 ) -> None:
@@ -331,25 +380,22 @@ def _hole_boxes(keep: torch.Tensor) -> list[Box | None]:
     height, width = removed.shape[-2:]
     rows = removed.any(dim=2)  # (B, H)
     cols = removed.any(dim=1)  # (B, W)
-    any_removed = rows.any(dim=1).tolist()
-    r_first = rows.to(torch.uint8).argmax(dim=1).tolist()
-    r_last = (height - 1 - rows.flip(1).to(torch.uint8).argmax(dim=1)).tolist()
-    c_first = cols.to(torch.uint8).argmax(dim=1).tolist()
-    c_last = (width - 1 - cols.flip(1).to(torch.uint8).argmax(dim=1)).tolist()
-    boxes: list[Box | None] = []
-    for i, present in enumerate(any_removed):
-        if not present:
-            boxes.append(None)
-            continue
-        boxes.append(
-            (
-                max(r_first[i] - 1, 0),
-                min(r_last[i] + 2, height),
-                max(c_first[i] - 1, 0),
-                min(c_last[i] + 2, width),
-            )
-        )
-    return boxes
+    found = torch.stack(
+        [
+            rows.any(dim=1).long(),
+            rows.to(torch.uint8).argmax(dim=1),
+            height - 1 - rows.flip(1).to(torch.uint8).argmax(dim=1),
+            cols.to(torch.uint8).argmax(dim=1),
+            width - 1 - cols.flip(1).to(torch.uint8).argmax(dim=1),
+        ],
+        dim=1,
+    ).tolist()  # one host read for the whole batch
+    return [
+        (max(r_first - 1, 0), min(r_last + 2, height), max(c_first - 1, 0), min(c_last + 2, width))
+        if present
+        else None
+        for present, r_first, r_last, c_first, c_last in found
+    ]
 
 
 def _canonical_size(box: Box, image_size: tuple[int, int] | torch.Size) -> tuple[int, int]:

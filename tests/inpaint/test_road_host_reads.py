@@ -1,0 +1,97 @@
+"""ROAD's torch solver reads little back to the host (what a GPU waits on), and the
+batched forms of its per-sample steps equal the per-sample ones bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from maskbench.engine.tape import OpTape
+from maskbench.inpaint import _multigrid as mg
+from maskbench.inpaint import road
+
+
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (1, 6), (2, 2), (7, 6), (4, 9)])
+def test_dense_matrix_equals_an_entry_by_entry_assembly(h, w):
+    generator = torch.Generator().manual_seed(h * 10 + w)
+    stencil = torch.randn((3, 3, 3, h, w), generator=generator)
+    expected = torch.zeros((3, h * w, h * w), dtype=torch.float64)
+    for a, b, i, j in (
+        (a, b, i, j) for a in range(3) for b in range(3) for i in range(h) for j in range(w)
+    ):
+        if 0 <= i + a - 1 < h and 0 <= j + b - 1 < w:
+            expected[:, i * w + j, (i + a - 1) * w + j + b - 1] = stencil[:, a, b, i, j].double()
+    assert torch.equal(mg._dense_matrix(stencil), expected)
+
+
+def test_dense_matrix_reads_nothing_back_to_the_host():
+    generator = torch.Generator().manual_seed(1)
+    stencils = torch.randn((2, 2, 3, 3, 5, 4), generator=generator)
+    mg._dense_positions(5, 4, torch.device("cpu"))  # cached before, as after a first call
+    tape = OpTape.record(mg._dense_matrix, stencils[0])
+    assert torch.equal(tape.replay(stencils[1]), mg._dense_matrix(stencils[1]))
+
+
+def test_whole_image_assembly_equals_the_per_sample_one():
+    """Noise scattered to the removed pixels by one gather, then one ``where``: the
+    same bits as adding each sample's draws through its bool mask and assembling it."""
+    generator = torch.Generator().manual_seed(2)
+    images = torch.rand((5, 3, 9, 11), generator=generator)
+    keep = torch.rand((5, 1, 9, 11), generator=generator) > 0.6
+    keep[3] = True  # nothing removed: no draws, nothing assembled
+    rows = [0, 1, 2, 4]
+    solution = torch.rand((4, 3, 9, 11), generator=generator)
+    draws = [torch.randn((3, int((~keep[i]).sum())), generator=generator) for i in rows]
+    full = (0, 9, 0, 11)
+    expected = images.clone()
+    for k, i in enumerate(rows):
+        imputed = road._add_noise(solution[k], keep[i], full, draws[k], 0.01)
+        road._assemble(expected[i], images[i], keep[i], full, imputed)
+    out = images.clone()
+    road._assemble_whole(out, images, keep, rows, solution, draws, 0.01)
+    assert torch.equal(out, expected)
+    noiseless = images.clone()
+    road._assemble_whole(noiseless, images, keep, rows, solution, None, 0.0)
+    assert torch.equal(noiseless[rows], torch.where(keep[rows], images[rows], solution))
+
+
+class _HostReads(TorchDispatchMode):
+    """Counts host reads: dispatched scalar reads and ``tolist()`` (patched)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in ("_local_scalar_dense", "nonzero", "equal"):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_conjugate_gradients_read_the_host_once_per_iteration(monkeypatch):
+    """Before, every check read ``passed.any()``, ``stalled.any()``, and every iteration
+    ``all done`` and ``all finite`` separately (4 reads per iteration and chunk)."""
+    generator = torch.Generator().manual_seed(3)
+    unknown = (torch.rand((4, 48, 48), generator=generator) > 0.5).float()
+    values = torch.rand((4, 3, 48, 48), generator=generator)
+    solver = mg.MultigridSolver(unknown, 3)
+    assert len(solver.chunks) == 1
+    rhs = torch.stack([solver.fine.rhs(slice(0, 4), values * (1 - unknown[:, None]), solver.work)])[
+        0
+    ]
+    scale = values.flatten(2).amax(dim=2)
+    counter = _HostReads()
+    plain_tolist = torch.Tensor.tolist
+
+    def counted_tolist(self):
+        counter.count += 1
+        return plain_tolist(self)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counted_tolist)
+    with counter:
+        _, info = solver.solve(rhs, scale, tol=1e-4, max_iter=100)
+    assert info.iterations >= 3
+    # one settle per iteration and one before the first, the round-off probe of the
+    # first iteration, and the restart count of the info
+    assert counter.count <= info.iterations + 3, (counter.count, info.iterations)
