@@ -7,7 +7,7 @@
 # the checkout is put on PYTHONPATH, the root conftest.py registers the plugin, and step
 # 0 compiles the ROAD kernel in place, which needs gcc):
 #   1. the CUDA tests (float16/bfloat16 layer masking, CUDA graph replays, ROAD on the
-#      device);
+#      device, the noise's bits equal to the CPU's);
 #   2. the audit of resnet18 on the GPU with two xdist workers (both share GPU 0 on a
 #      one-GPU machine), scorecard to $OUT/audit_cuda.{json,md};
 #   3. the benchmark on the GPU, float32 and bfloat16: strategies as ratios to the
@@ -33,7 +33,7 @@ ${CC:-gcc} -O3 -std=c99 -ffp-contract=off -fopenmp -pthread -shared -fPIC \
 
 echo "== 1. CUDA tests"
 $PY -m pytest -q -p no:cacheprovider -rs tests/engine/test_engine_dtypes.py \
-    tests/engine/test_engine_graphs.py tests/inpaint/test_road.py 2>&1 \
+    tests/engine/test_engine_graphs.py tests/inpaint/test_road.py tests/test_seeding.py 2>&1 \
     | tee "$OUT/cuda_tests.log" || status=1
 
 echo "== 2. audit of resnet18 on cuda, -n 2"
