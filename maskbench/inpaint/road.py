@@ -247,10 +247,9 @@ def _impute(
     assembled: set[int] = set()
     # The solutions live in the pool's buffers until the images are assembled.
     with thread_buffers().lending() as pool:
-        solutions: dict[int, torch.Tensor] = {}
         for size, rows in groups.items():
             group_boxes = [boxes[i] for i in rows]
-            solution, crops, info = _solve_group(
+            solution, info = _solve_group(
                 images, keep, rows, group_boxes, size, dtype, tol, max_iter, pool, kernels
             )
             infos.append(info)
@@ -261,20 +260,17 @@ def _impute(
                 ]
                 draws = [noise.pop(i, None) for i in rows]
                 native_assemble(out, images, keep_flat, solution, places, draws, noise_std)
-                assembled.update(rows)
-            elif all(box == full for box in group_boxes):
-                draws = [noise.pop(i) for i in rows] if noise_std > 0 else None
-                _assemble_whole(out, images, keep, rows, solution, draws, noise_std)
-                assembled.update(rows)
             else:
-                solutions.update(zip(rows, crops, strict=True))
+                draws = [noise.pop(i) for i in rows] if noise_std > 0 else None
+                _assemble_group(out, images, keep, rows, group_boxes, solution, draws, noise_std)
+            assembled.update(rows)
         for i, box in enumerate(boxes):
             if i in assembled:
                 continue
             if box is None:  # nothing removed
                 out[i] = images[i]
                 continue
-            imputed = solutions[i] if has_kept[i] else fill.expand_as(images[i])
+            imputed = fill.expand_as(images[i])  # nothing kept: nothing was solved
             if i in noise:
                 imputed = _add_noise(imputed, keep[i], box, noise.pop(i), noise_std)
             _assemble(out[i], images[i], keep[i], box, imputed)
@@ -330,26 +326,39 @@ def _scatter_draws(removed: torch.Tensor, draws: list[torch.Tensor]) -> torch.Te
     return torch.where(removed.unsqueeze(1), gathered, 0.0)
 
 
-def _assemble_whole(
+def _assemble_group(
     out: torch.Tensor,
     images: torch.Tensor,
     keep: torch.Tensor,
     rows: list[int],
+    boxes: list[Box],
     solution: torch.Tensor,
     draws: list[torch.Tensor] | None,
     std: float,
 ) -> None:
-    """:func:`_add_noise` and :func:`_assemble` for the samples ``rows`` at once, whose
-    boxes are the whole image: ``solution`` (``(k, C, H, W)``) plus ``std`` times their
-    ``draws`` at removed pixels, kept pixels from ``images``. The same bits as one
-    sample at a time, in a dozen ops and no host read (what a GPU waits on)."""
-    index = torch.tensor(rows, device=images.device)
+    """:func:`_add_noise` and :func:`_assemble` for the samples ``rows`` of one solved
+    group at once. ``solution`` (``(k, C, h, w)``) holds sample ``k``'s box at its
+    top-left corner (:func:`_solve_group`); each removed pixel gets its box's solution
+    plus ``std`` times its draw, kept pixels come from ``images``. The same bits as one
+    sample at a time, in a few dozen ops and no host read (what a GPU waits on)."""
+    device = images.device
+    count, channels, grid_h, grid_w = solution.shape
+    height, width = images.shape[-2:]
+    index = torch.tensor(rows, device=device)
     masks = keep.index_select(0, index)
-    imputed = solution
+    if (grid_h, grid_w) == (height, width) and all(b[0] == b[2] == 0 for b in boxes):
+        imputed = solution
+    else:  # move each box to its place: one gather (removed pixels are all in the box)
+        corners = torch.tensor([(b[0], b[2]) for b in boxes], device=device)
+        y = torch.arange(height, device=device).view(1, height, 1) - corners[:, :1, None]
+        x = torch.arange(width, device=device).view(1, 1, width) - corners[:, None, 1:]
+        place = y.clamp_(0, grid_h - 1) * grid_w + x.clamp_(0, grid_w - 1)  # (k, H, W)
+        flat = solution.reshape(count, channels, grid_h * grid_w)
+        spread = place.view(count, 1, -1).expand(count, channels, -1)
+        imputed = flat.gather(2, spread).view(count, channels, height, width)
     if draws is not None:
-        removed = ~masks.flatten(1)
-        noise = _scatter_draws(removed, draws).view_as(solution)
-        imputed = solution + std * noise  # kept pixels are overwritten below
+        noise = _scatter_draws(~masks.flatten(1), draws).view_as(imputed)
+        imputed = imputed + std * noise  # kept pixels are overwritten below
     picked = torch.where(masks, images.index_select(0, index), imputed.to(images.dtype))
     out.index_copy_(0, index, picked)
 
@@ -420,13 +429,12 @@ def _solve_group(
     max_iter: int,
     pool: BufferPool,
     kernels: Kernels,
-) -> tuple[torch.Tensor, list[torch.Tensor], SolveInfo]:
+) -> tuple[torch.Tensor, SolveInfo]:
     """Solve the samples ``rows`` (boxes of one canonical ``size``) together.
 
     Each box is copied to the top-left corner of a ``size`` grid; the rest of the grid
-    is marked outside the image. Returns the ``(k, C, *size)`` solution, each sample's
-    solution on its box, and the solver's info (the tensors are views into ``pool``'s
-    buffers: valid until its release).
+    is marked outside the image. Returns the ``(k, C, *size)`` solution and the solver's
+    info (the solution is a view into ``pool``'s buffers: valid until its release).
     """
     height, width = size
     count, channels = len(rows), images.shape[1]
@@ -437,10 +445,7 @@ def _solve_group(
             images.index_select(0, index).to(dtype) if count < images.shape[0] else images.to(dtype)
         )
         unknown = ~keep.index_select(0, index)[:, 0]
-        solution, info = solve_system(
-            values, unknown, tol=tol, max_iter=max_iter, pool=pool, kernels=kernels
-        )
-        return solution, [solution[k] for k in range(count)], info
+        return solve_system(values, unknown, tol=tol, max_iter=max_iter, pool=pool, kernels=kernels)
     values = images.new_zeros((count, channels, height, width), dtype=dtype)
     unknown = torch.zeros((count, height, width), dtype=torch.bool, device=images.device)
     inside = torch.zeros_like(unknown)
@@ -451,8 +456,7 @@ def _solve_group(
     solution, info = solve_system(
         values, unknown, tol=tol, max_iter=max_iter, inside=inside, pool=pool, kernels=kernels
     )
-    crops = [solution[k, :, : r1 - r0, : c1 - c0] for k, (r0, r1, c0, c1) in enumerate(boxes)]
-    return solution, crops, info
+    return solution, info
 
 
 def _empty_fill_values(

@@ -49,19 +49,52 @@ def test_whole_image_assembly_equals_the_per_sample_one():
         imputed = road._add_noise(solution[k], keep[i], full, draws[k], 0.01)
         road._assemble(expected[i], images[i], keep[i], full, imputed)
     out = images.clone()
-    road._assemble_whole(out, images, keep, rows, solution, draws, 0.01)
+    road._assemble_group(out, images, keep, rows, [full] * 4, solution, draws, 0.01)
     assert torch.equal(out, expected)
     noiseless = images.clone()
-    road._assemble_whole(noiseless, images, keep, rows, solution, None, 0.0)
+    road._assemble_group(noiseless, images, keep, rows, [full] * 4, solution, None, 0.0)
     assert torch.equal(noiseless[rows], torch.where(keep[rows], images[rows], solution))
 
 
-class _HostReads(TorchDispatchMode):
-    """Counts host reads: dispatched scalar reads and ``tolist()`` (patched)."""
+@pytest.mark.parametrize("noise_std", [0.0, 0.01])
+def test_group_assembly_of_boxes_equals_the_per_sample_one(noise_std):
+    """Boxes at different places, solved on one 8 x 8 grid (each at its top-left
+    corner): one gather puts each in place, the same bits as crop by crop."""
+    generator = torch.Generator().manual_seed(4)
+    images = torch.rand((3, 3, 12, 14), generator=generator)
+    keep = torch.ones((3, 1, 12, 14), dtype=torch.bool)
+    boxes = [(0, 6, 0, 7), (5, 12, 8, 14), (2, 9, 3, 11)]
+    for i, (r0, r1, c0, c1) in enumerate(boxes):  # removed pixels strictly inside
+        inner = torch.rand((r1 - r0 - 2, c1 - c0 - 2), generator=generator) > 0.3
+        keep[i, 0, r0 + 1 : r1 - 1, c0 + 1 : c1 - 1] = ~inner
+    solution = torch.rand((3, 3, 8, 8), generator=generator)
+    draws = [torch.randn((3, int((~keep[i]).sum())), generator=generator) for i in range(3)]
+    expected = images.clone()
+    for i, (r0, r1, c0, c1) in enumerate(boxes):
+        imputed = solution[i, :, : r1 - r0, : c1 - c0]
+        if noise_std > 0:
+            imputed = road._add_noise(imputed, keep[i], boxes[i], draws[i], noise_std)
+        road._assemble(expected[i], images[i], keep[i], boxes[i], imputed)
+    out = torch.full_like(images, float("nan"))
+    group_draws = draws if noise_std > 0 else None
+    road._assemble_group(out, images, keep, [0, 1, 2], boxes, solution, group_draws, noise_std)
+    assert torch.equal(out, expected)
 
-    def __init__(self) -> None:
+
+class _HostReads(TorchDispatchMode):
+    """Counts host reads while active: dispatched scalar reads, and ``tolist()``
+    (which bypasses the dispatcher; patched through ``monkeypatch``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         super().__init__()
         self.count = 0
+        plain_tolist = torch.Tensor.tolist
+
+        def counted_tolist(tensor: torch.Tensor) -> list:
+            self.count += 1
+            return plain_tolist(tensor)
+
+        monkeypatch.setattr(torch.Tensor, "tolist", counted_tolist)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func.overloadpacket.__name__ in ("_local_scalar_dense", "nonzero", "equal"):
@@ -81,17 +114,26 @@ def test_conjugate_gradients_read_the_host_once_per_iteration(monkeypatch):
         0
     ]
     scale = values.flatten(2).amax(dim=2)
-    counter = _HostReads()
-    plain_tolist = torch.Tensor.tolist
-
-    def counted_tolist(self):
-        counter.count += 1
-        return plain_tolist(self)
-
-    monkeypatch.setattr(torch.Tensor, "tolist", counted_tolist)
-    with counter:
+    with _HostReads(monkeypatch) as counter:
         _, info = solver.solve(rhs, scale, tol=1e-4, max_iter=100)
     assert info.iterations >= 3
     # one settle per iteration and one before the first, the round-off probe of the
     # first iteration, and the restart count of the info
     assert counter.count <= info.iterations + 3, (counter.count, info.iterations)
+
+
+def test_a_batch_reads_the_host_a_few_times_not_per_sample(monkeypatch):
+    """road_impute on 16 masks (whole-image and hole boxes) with the GPU's schedule
+    (one chunk): before, about 90 host reads (two per sample for the noise, four per CG
+    iteration, 27 for the coarsest matrix); now about one per iteration plus a few."""
+    monkeypatch.setattr(mg, "fine_chunk_size", lambda unknown, channels: unknown.shape[0])
+    generator = torch.Generator().manual_seed(5)
+    images = torch.rand((16, 3, 64, 64), generator=generator)
+    keep = torch.rand((16, 1, 64, 64), generator=generator) > 0.5
+    for i in range(8, 16):  # holes at different places: boxes smaller than the image
+        keep[i] = True
+        keep[i, 0, i : i + 30, 2 * i : 2 * i + 25] = False
+    road.road_impute(images, keep, kernels="torch")  # caches the coarsest positions
+    with _HostReads(monkeypatch) as counter:
+        road.road_impute(images, keep, kernels="torch")
+    assert counter.count <= 30, counter.count
