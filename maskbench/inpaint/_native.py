@@ -303,7 +303,7 @@ def native_assemble(
     noise: list[torch.Tensor | None],
     noise_std: float,
 ) -> None:
-    """Write solved samples into ``out`` (as ``road._assemble`` does, for float32 CPU
+    """Write solved samples into ``out`` (as ``road._assemble_group`` does, for float32 CPU
     images): ``out[i] = images[i]`` with the removed pixels of the sample's box set to
     its solution plus ``noise_std`` times its noise (a select: kept pixels are copied bit
     for bit). Samples not in ``places`` are not touched.

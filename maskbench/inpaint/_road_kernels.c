@@ -780,7 +780,7 @@ int road_galerkin(int64_t batch, const int64_t *dims, const float *stencil, floa
 
 /*
  * out = image with each solved sample's removed pixels set to its solution plus
- * noise_std times its noise (as road.py's _assemble, for float32 images): kept pixels
+ * noise_std times its noise (as road.py's _assemble_group, for float32 images): kept pixels
  * are copied (a select, never arithmetic, so NaN at removed pixels cannot leak).
  * Sample k of the solved group is image place[k][0], its box starts at (place[k][1],
  * place[k][2]) and is place[k][3] x place[k][4]. Its solution for channel c starts at

@@ -12,6 +12,29 @@ from maskbench.inpaint import _multigrid as mg
 from maskbench.inpaint import road
 
 
+def _per_sample_assembly(
+    out: torch.Tensor,
+    images: torch.Tensor,
+    keep: torch.Tensor,
+    i: int,
+    box: tuple[int, int, int, int],
+    imputed: torch.Tensor,
+    draw: torch.Tensor | None,
+    std: float,
+) -> None:
+    """The oracle: sample ``i``'s box solution ``imputed`` (``(C, box h, box w)``) plus
+    ``std`` times its ``draw`` added through the box's bool mask of removed pixels, then
+    written over a copy of the image at its removed pixels (what road.py did per sample)."""
+    r0, r1, c0, c1 = box
+    removed = ~keep[i, 0, r0:r1, c0:c1]
+    noisy = imputed.clone()
+    if draw is not None:
+        noisy[:, removed] += std * draw
+    out[i] = images[i]
+    region = out[i, :, r0:r1, c0:c1]
+    region.copy_(torch.where(removed, noisy.to(images.dtype), region))
+
+
 @pytest.mark.parametrize(("h", "w"), [(1, 1), (1, 6), (2, 2), (7, 6), (4, 9)])
 def test_dense_matrix_equals_an_entry_by_entry_assembly(h, w):
     generator = torch.Generator().manual_seed(h * 10 + w)
@@ -46,8 +69,7 @@ def test_whole_image_assembly_equals_the_per_sample_one():
     full = (0, 9, 0, 11)
     expected = images.clone()
     for k, i in enumerate(rows):
-        imputed = road._add_noise(solution[k], keep[i], full, draws[k], 0.01)
-        road._assemble(expected[i], images[i], keep[i], full, imputed)
+        _per_sample_assembly(expected, images, keep, i, full, solution[k], draws[k], 0.01)
     out = images.clone()
     road._assemble_group(out, images, keep, rows, [full] * 4, solution, draws, 0.01)
     assert torch.equal(out, expected)
@@ -72,9 +94,8 @@ def test_group_assembly_of_boxes_equals_the_per_sample_one(noise_std):
     expected = images.clone()
     for i, (r0, r1, c0, c1) in enumerate(boxes):
         imputed = solution[i, :, : r1 - r0, : c1 - c0]
-        if noise_std > 0:
-            imputed = road._add_noise(imputed, keep[i], boxes[i], draws[i], noise_std)
-        road._assemble(expected[i], images[i], keep[i], boxes[i], imputed)
+        draw = draws[i] if noise_std > 0 else None
+        _per_sample_assembly(expected, images, keep, i, boxes[i], imputed, draw, noise_std)
     out = torch.full_like(images, float("nan"))
     group_draws = draws if noise_std > 0 else None
     road._assemble_group(out, images, keep, [0, 1, 2], boxes, solution, group_draws, noise_std)
