@@ -17,7 +17,7 @@ class Noise(InputSpaceStrategy):
     The noise of a sample is a counter-based hash keyed by ``seed`` and the sample's
     mask (:func:`maskbench.seeding.per_sample_rand`), so it is the same alone or in any
     batch, never depends on pixel values, and is the same bits on every device. It is
-    drawn for the whole batch in a dozen integer ops, with no host read.
+    drawn for the whole batch in about 30 integer ops, with no host read.
     """
 
     claims = CONTENT_INDEPENDENT_CLAIMS
