@@ -234,10 +234,14 @@ def _capture_graph(
     def forward(v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return masked_logits(traced_model, modules, variant, v, k, host_reads=False)
 
-    static_x = torch.empty_like(x, memory_format=torch.contiguous_format).copy_(x)
-    static_keep = torch.empty_like(keep, memory_format=torch.contiguous_format).copy_(keep)
+    # Static inputs and captured tensors are ordinary ones even under
+    # torch.inference_mode(): a later call outside inference mode could not copy into an
+    # inference tensor.
+    with torch.inference_mode(False):
+        static_x = torch.empty_like(x, memory_format=torch.contiguous_format).copy_(x)
+        static_keep = torch.empty_like(keep, memory_format=torch.contiguous_format).copy_(keep)
     try:
-        with torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad():
             replay = capture(forward, static_x, static_keep)
     except CaptureError:
         raise

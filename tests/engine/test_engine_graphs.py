@@ -74,6 +74,19 @@ def test_every_call_replays_and_results_are_not_the_graphs_own_memory(tape_graph
     assert _captures(model) == (1, 1)
 
 
+def test_a_graph_captured_under_inference_mode_replays_outside_it(tape_graphs):
+    model = make_timm_model("resnet18")
+    x, keep = _inputs(0)
+    with torch.inference_mode():
+        first = masked_forward(model, x, keep, cuda_graphs=True)
+    with torch.no_grad():  # the same graph: its static inputs must accept a copy here
+        second = masked_forward(model, x, keep, cuda_graphs=True)
+    with torch.inference_mode():
+        third = masked_forward(model, x, keep, cuda_graphs=True)
+    assert torch.equal(first, second) and torch.equal(second, third)
+    assert _captures(model) == (1, 1)
+
+
 def test_a_new_shape_is_a_new_graph_and_the_oldest_goes_first(tape_graphs, monkeypatch):
     monkeypatch.setattr(graphs, "CACHE_SIZE", 2)
     model = make_timm_model("resnet18")
