@@ -68,6 +68,23 @@ def test_image_mean_is_each_images_mean_over_kept_pixels():
         )
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_image_mean_of_large_half_precision_images_is_the_mean(dtype):
+    # 300 x 300 = 90,000 kept pixels: a count summed in float16 overflows (65504) and
+    # the fill became 0; bfloat16 counts only to 256 exactly.
+    generator = torch.Generator().manual_seed(3)
+    images = torch.rand((2, 3, 300, 300), generator=generator).to(dtype)
+    keep = torch.ones((2, 1, 300, 300), dtype=torch.bool)
+    keep[:, :, :10, :10] = False
+    filled = mb.get_strategy("image_mean").fill(images, keep)
+    wide = images.double()
+    expected = (wide.sum(dim=(2, 3)) - wide[:, :, :10, :10].sum(dim=(2, 3))) / (300 * 300 - 100)
+    got = filled[:, :, 0, 0].double()
+    # One rounding to the dtype: half an ulp at about 0.5 (2**-11 float16, 2**-8 bfloat16).
+    tolerance = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}[dtype]
+    assert torch.allclose(got, expected, atol=tolerance, rtol=0)
+
+
 def gaussian_reference(image: np.ndarray, sigma: float, size: int) -> np.ndarray:
     """Separable Gaussian with explicit weights, mirror borders (torchvision's 'reflect')."""
     half = size // 2

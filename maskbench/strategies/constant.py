@@ -70,10 +70,12 @@ class ImageMean(InputSpaceStrategy):
 
     def compute_fill(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Kept pixels unchanged, removed pixels set to the kept pixels' mean colour."""
-        kept = keep.to(images.dtype)
-        count = kept.sum(dim=(2, 3), keepdim=True)
-        total = torch.where(keep, images, 0).sum(dim=(2, 3), keepdim=True)
-        mean = total / count.clamp(min=1)
+        # Summed in at least float32: a float16 count overflows past 65504 kept pixels
+        # (about 256 x 256), and bfloat16 counts only to 256 exactly.
+        acc = torch.promote_types(images.dtype, torch.float32)
+        count = keep.sum(dim=(2, 3), keepdim=True, dtype=acc)
+        total = torch.where(keep, images, 0).sum(dim=(2, 3), keepdim=True, dtype=acc)
+        mean = (total / count.clamp(min=1)).to(images.dtype)
         fallback = _colour_image(self.fallback, images).expand_as(mean)
         colour = torch.where(count > 0, mean, fallback)
         return torch.where(keep, images, colour)
