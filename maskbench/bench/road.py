@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from maskbench.bench.timing import synchronize
+
 #: Speed-up over SciPy (per image) that ``inpaint_linear`` must reach: (CPU, GPU).
 ROAD_TARGETS = (10.0, 100.0)
 #: The tests' accuracy requirement against ``spsolve``, before noise.
@@ -120,7 +122,7 @@ def run_road_benchmark(
     from maskbench.inpaint.scipy_reference import scipy_road_solution
 
     device = device or torch.device("cpu")
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = functools.partial(synchronize, device)  # this device, not the current one
     target = ROAD_TARGETS[1] if device.type == "cuda" else ROAD_TARGETS[0]
     images, cases = road_cases(batch, size, seed)
     images_t = torch.from_numpy(images).to(device)

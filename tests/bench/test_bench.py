@@ -207,3 +207,14 @@ def test_cli_unknown_strategy_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "maskbench bench: error: unknown strategy 'nope'" in err and "Known strategies" in err
     assert "Traceback" not in err and not (tmp_path / "bench.json").exists()
+
+
+def test_road_benchmark_waits_on_its_own_device(monkeypatch):
+    # torch.cuda.synchronize() without a device waits on the current GPU only, so a
+    # run on cuda:1 would have timed launches, not work.
+    import maskbench.bench.road as road_bench
+
+    seen = []
+    monkeypatch.setattr(road_bench, "synchronize", seen.append)
+    run_road_benchmark(batch=1, size=16, repeats=1, scipy_images=1, device=torch.device("cpu"))
+    assert seen and all(device == torch.device("cpu") for device in seen)
