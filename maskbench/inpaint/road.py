@@ -23,7 +23,8 @@ Agreement with the reference, detail by detail:
   sample's mask, so a sample gets the same noise alone, in any batch and in any order
   (the reference uses the global torch RNG): one draw per removed pixel and channel,
   channel by channel, the removed pixels in row-major order. The stream of a mask
-  differs between CPU and CUDA.
+  differs between CPU and CUDA, and may differ between GPU models (CUDA's ``randn``
+  depends on the launch grid), so compare ROAD scorecards from one kind of device.
 * A removed pixel whose neighbours are all removed: nothing special, it is one more
   unknown of the joint system (as in the reference).
 * Nothing kept: the reference's matrix is then singular (``spsolve`` warns and returns
