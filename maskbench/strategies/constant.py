@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from maskbench.dtypes import accumulate_dtype
 from maskbench.models import IMAGENET_MEAN
 from maskbench.strategies.base import InputSpaceStrategy
 from maskbench.strategies.claims import CONTENT_INDEPENDENT_CLAIMS
@@ -70,9 +71,7 @@ class ImageMean(InputSpaceStrategy):
 
     def compute_fill(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Kept pixels unchanged, removed pixels set to the kept pixels' mean colour."""
-        # Summed in at least float32: a float16 count overflows past 65504 kept pixels
-        # (about 256 x 256), and bfloat16 counts only to 256 exactly.
-        acc = torch.promote_types(images.dtype, torch.float32)
+        acc = accumulate_dtype(images.dtype)  # a float16 count overflows at 256 x 256
         count = keep.sum(dim=(2, 3), keepdim=True, dtype=acc)
         total = torch.where(keep, images, 0).sum(dim=(2, 3), keepdim=True, dtype=acc)
         mean = (total / count.clamp(min=1)).to(images.dtype)

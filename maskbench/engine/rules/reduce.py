@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from maskbench.dtypes import accumulate_dtype
 from maskbench.engine.fill import value_fill
 from maskbench.engine.masks import MT, Layout
 from maskbench.engine.registry import (
@@ -31,8 +32,6 @@ from maskbench.engine.registry import (
 
 __all__ = ["masked_reduce"]
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
 
 def _dims(ctx: Context, x: MT, dim: Any) -> tuple[int, ...]:
     ndim = x.layout.ndim
@@ -41,10 +40,6 @@ def _dims(ctx: Context, x: MT, dim: Any) -> tuple[int, ...]:
     if isinstance(dim, int):
         dim = (dim,)
     return tuple(sorted({normalize_dim(ctx, int(d), ndim) for d in dim}))
-
-
-def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
 def masked_reduce(
@@ -65,7 +60,7 @@ def masked_reduce(
     view = x.keep_view()
     value = x.value
     out_dtype = dtype or value.dtype
-    acc = _accumulate_dtype(value.dtype) if value.is_floating_point() else torch.float32
+    acc = accumulate_dtype(value.dtype) if value.is_floating_point() else torch.float32
     all_visible = x.mask.all_visible()
     if how in ("mean", "sum", "norm"):
         zeroed = value_fill(x, 0.0)
