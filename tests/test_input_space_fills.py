@@ -80,7 +80,8 @@ def test_image_mean_of_large_half_precision_images_is_the_mean(dtype):
     wide = images.double()
     expected = (wide.sum(dim=(2, 3)) - wide[:, :, :10, :10].sum(dim=(2, 3))) / (300 * 300 - 100)
     got = filled[:, :, 0, 0].double()
-    # One rounding to the dtype: half an ulp at about 0.5 (2**-11 float16, 2**-8 bfloat16).
+    # One ulp of the dtype at about 0.5 (2**-11 float16, 2**-8 bfloat16): a float32 mean
+    # rounded once to the dtype is within half of it.
     tolerance = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}[dtype]
     assert torch.allclose(got, expected, atol=tolerance, rtol=0)
 

@@ -9,6 +9,7 @@ import pytest
 import scipy
 import torch
 
+from maskbench.bench import road as road_bench
 from maskbench.bench.memory import peak_memory_bytes
 from maskbench.bench.road import (
     ROAD_MAX_ERROR,
@@ -212,8 +213,6 @@ def test_cli_unknown_strategy_is_one_line_and_exit_2(tmp_path, capsys):
 def test_road_benchmark_waits_on_its_own_device(monkeypatch):
     # torch.cuda.synchronize() without a device waits on the current GPU only, so a
     # run on cuda:1 would have timed launches, not work.
-    import maskbench.bench.road as road_bench
-
     seen = []
     monkeypatch.setattr(road_bench, "synchronize", seen.append)
     run_road_benchmark(batch=1, size=16, repeats=1, scipy_images=1, device=torch.device("cpu"))
